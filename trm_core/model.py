@@ -109,8 +109,8 @@ class TRM(nn.Module):
 
     @property
     def forward_dtype(self) -> torch.dtype:
-        """bfloat16 on CUDA as the paper trains; float32 elsewhere (CPUs gain nothing from bf16 here)."""
-        return torch.bfloat16 if self.H_init.is_cuda else torch.float32
+        """bfloat16 on CUDA as the paper trains; elsewhere the weights' dtype (float32, or float64 in tests)."""
+        return torch.bfloat16 if self.H_init.is_cuda else self.H_init.dtype
 
     def num_trainable_params(self) -> int:
         """Parameters seen by the dense optimizer: the paper's "7M" (excludes the puzzle table)."""

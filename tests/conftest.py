@@ -1,0 +1,39 @@
+"""Shared factories: small real models and the path to ../shared (real data and golden fixtures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trm_core import TRM, TRMConfig
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures"
+DATA = SHARED / "data"
+
+
+def tiny_config(**overrides) -> TRMConfig:
+    """A real TRM small enough to step in milliseconds on CPU (hidden 32, Sudoku-shaped)."""
+    base = dict(hidden_size=32, num_heads=2, expansion=2.0, L_layers=2, H_cycles=2, L_cycles=2,
+                halt_max_steps=4, seq_len=81, vocab_size=11, puzzle_emb_ndim=32, puzzle_emb_len=2,
+                num_puzzle_identifiers=3, pos_encodings="rope", task="sudoku", grid_height=9, grid_width=9)
+    return TRMConfig(**{**base, **overrides})
+
+
+def tiny_model(seed: int = 0, **overrides) -> TRM:
+    torch.manual_seed(seed)
+    model = TRM(tiny_config(**overrides))
+    with torch.no_grad():  # a non-zero puzzle table and halting head, so tests see them matter
+        if model.puzzle_emb is not None:
+            model.puzzle_emb.weights.normal_()
+        model.q_head.weight.normal_(std=0.1)
+    return model.eval()
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} (the shared data beside the checkout) is not present")
+    return SHARED
