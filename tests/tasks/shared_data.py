@@ -1,0 +1,43 @@
+"""Shared helpers for the task tests: where the real data lives and how to read it.
+
+The data sits beside the checkout (`../shared`, as in CI); nothing in the product needs it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+DATA = SHARED / "data"
+SUDOKU_DIR = DATA / "sudoku"
+ARC_DIR = DATA / "arc"
+
+
+def read_csv_rows(path: Path) -> Iterator[list[str]]:
+    """Rows of a `source,question,answer,rating` CSV (plain or .gz), header skipped."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        yield from reader
+
+
+@cache
+def sudoku_rows(name: str, limit: int | None = None) -> tuple[tuple[str, str], ...]:
+    out = []
+    for row in read_csv_rows(SUDOKU_DIR / name):
+        out.append((row[1], row[2]))
+        if limit is not None and len(out) >= limit:
+            break
+    return tuple(out)
+
+
+@cache
+def arc_tasks(folder: str) -> dict[str, dict]:
+    """task id (file stem) -> task JSON for every task file under `ARC_DIR / folder`."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((ARC_DIR / folder).rglob("*.json"))}
