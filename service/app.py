@@ -1,0 +1,152 @@
+"""The FastAPI app: factory, lifespan, and the one place exceptions become problem+json.
+
+`create_app(settings)` builds a fresh app (no module-level state, so tests build their own). The
+lifespan loads and warms up the models (unless the CLI already did), starts one worker thread per
+model, flips readiness, and on shutdown drains: new requests get 503 while queued and running
+ones finish (up to TRM_DRAIN_TIMEOUT_S), then the workers stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trm_core.tasks import TaskInputError
+
+from .deps import AuthError
+from .metrics import Metrics
+from .middleware import PROBLEM_JSON, BodyLimitMiddleware, RequestMetricsMiddleware, problem_body
+from .registry import ModelRegistry, UnknownModelError
+from .routes import arc, maze, sudoku, system
+from .scheduler import QueueFullError
+from .settings import Settings
+from .solve import ClientGone, DeadlineExceeded, InvalidOptionsError, ServiceUnavailable
+from .worker import WorkerClosedError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["create_app"]
+
+
+def _problem(status: int, slug: str, title: str, detail: str, errors: list[dict[str, Any]] | None = None,
+             headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(problem_body(status, slug, title, detail, errors), status_code=status,
+                        media_type=PROBLEM_JSON, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Our exceptions -> RFC 9457 problem+json, each with a stable `type` and a specific detail."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+        return _problem(422, "invalid-request", "Invalid request", detail, errors)
+
+    @app.exception_handler(TaskInputError)
+    async def _invalid_puzzle(request: Request, exc: TaskInputError) -> JSONResponse:
+        errors = [{"loc": list(loc), "msg": msg} for loc, msg in exc.errors]
+        return _problem(422, "invalid-puzzle", "Invalid puzzle", str(exc), errors)
+
+    @app.exception_handler(InvalidOptionsError)
+    async def _invalid_option(request: Request, exc: InvalidOptionsError) -> JSONResponse:
+        return _problem(422, "invalid-option", "Invalid option", exc.msg, [{"loc": list(exc.loc), "msg": exc.msg}])
+
+    @app.exception_handler(AuthError)
+    async def _unauthorized(request: Request, exc: AuthError) -> JSONResponse:
+        return _problem(401, "unauthorized", "Unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(UnknownModelError)
+    async def _unknown_model(request: Request, exc: UnknownModelError) -> JSONResponse:
+        return _problem(404, "unknown-model", "Unknown model", str(exc),
+                        [{"loc": ["body", "model"], "msg": str(exc)}] if exc.name is not None else [])
+
+    @app.exception_handler(QueueFullError)
+    async def _queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
+        retry = getattr(exc, "retry_after_s", 1)
+        return _problem(429, "queue-full", "Queue full", f"{exc}; retry in about {retry}s",
+                        headers={"Retry-After": str(retry)})
+
+    @app.exception_handler(ServiceUnavailable)
+    @app.exception_handler(WorkerClosedError)
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return _problem(503, "unavailable", "Service unavailable", str(exc), headers={"Retry-After": "5"})
+
+    @app.exception_handler(DeadlineExceeded)
+    async def _deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
+        timeout = request.app.state.settings.request_timeout_s
+        return _problem(504, "deadline", "Deadline exceeded",
+                        f"the request did not finish within {timeout}s (TRM_REQUEST_TIMEOUT_S); its rows were "
+                        "cancelled; lower max_steps or send smaller batches")
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+        return _problem(499, "client-closed", "Client closed request", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no route {request.method} {request.url.path}; see /docs"
+        return _problem(exc.status_code, f"http-{exc.status_code}", detail, detail, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _problem(500, "internal", "Internal server error",
+                        f"{type(exc).__name__} while handling the request; the server log has the traceback")
+
+
+def create_app(settings: Settings | None = None, *, registry: ModelRegistry | None = None) -> FastAPI:
+    """Build the app. `registry` may be pre-loaded (the CLI loads before binding the port)."""
+    settings = settings if settings is not None else Settings()
+    registry = registry if registry is not None else ModelRegistry(settings)
+    metrics = Metrics(settings.max_steps_limit)
+    metrics.watch_schedulers(registry.scheduler_stats)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not registry.is_loaded:
+            await asyncio.to_thread(registry.load)  # blocking torch work, off the event loop
+        for m in registry.models.values():
+            metrics.model_info.labels(m.name).info({
+                "task": m.task, "device": str(m.model.device), "num_params": str(m.model.num_trainable_params()),
+                "halt_max_steps": str(m.config.halt_max_steps), "num_slots": str(m.scheduler.num_slots),
+                "batching": m.scheduler.batching, "is_default": str(m.is_default).lower(), "path": str(m.path)})
+        registry.start(on_step=lambda m, report: metrics.observe_step(m.name, m.task, report))
+        metrics.ready.set(1)
+        logger.info("ready: %s", ", ".join(f"{m.name} ({m.task})" for m in registry.models.values()))
+        try:
+            yield
+        finally:
+            metrics.ready.set(0)
+            logger.info("draining (up to %.1fs)", settings.drain_timeout_s)
+            is_clean = await asyncio.to_thread(registry.drain, settings.drain_timeout_s)
+            logger.info("drained %s", "cleanly" if is_clean else "with aborted requests")
+
+    app = FastAPI(
+        title="trm-serve",
+        version="1",
+        description="Tiny Recursive Models over HTTP: Sudoku, Maze and ARC, batched at ACT-step granularity.",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.registry, app.state.metrics = settings, registry, metrics
+    _install_error_handlers(app)
+    for router in (sudoku.router, maze.router, arc.router, system.router):
+        app.include_router(router)
+    # Added innermost first: metrics sees every response (413 and CORS preflights included).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,122 @@
+"""ARC requests: recognise the task, run every augmented version of each test input, vote.
+
+TRM answers an ARC task only through a puzzle-embedding row learned for that task (TRM_SPEC.md
+§9): the network never sees the demonstration pairs at test time. So a posted task is matched by
+content (`arc.task_fingerprint`) against the checkpoint's `arc_tasks` table (fingerprint -> the
+augmented versions it was trained on, each with its puzzle id, dihedral transform and colour
+permutation). Every version's transformed test input runs as its own row with that version's
+puzzle id; the answers are mapped back through the inverse transform and voted (trm_core
+arc_vote: votes, then mean sigmoid(q_halt)); the top two are the attempts, as in the original
+evaluator. A task the model was not trained on is refused with a 422 that says so.
+
+Not here: test-time adaptation for unseen tasks (an asynchronous job API, later).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from starlette.requests import Request as HttpRequest
+
+from trm_core.tasks import TaskInputError, arc
+from trm_core.tasks.arc_vote import ArcVoter
+
+from .metrics import Metrics
+from .registry import ArcVersion, ModelRegistry, ServedModel
+from .scheduler import Request
+from .schemas import SolveOptions
+from .settings import Settings
+from .solve import RowSpec, resolve_options, run_rows
+
+
+def _match_tasks(served: ServedModel, items: list[Any], locs: list[tuple], max_versions: int
+                 ) -> list[tuple[arc.ArcTask, list[ArcVersion]]]:
+    """Parse every task and find its versions; one TaskInputError with all problems otherwise."""
+    canvas = served.grid_shape[0]
+    matched, errors = [], []
+    for obj, loc in zip(items, locs, strict=True):
+        try:
+            task = arc.parse_task(obj, loc=loc, max_size=canvas)
+        except TaskInputError as e:
+            errors += e.errors
+            continue
+        fp = arc.task_fingerprint(task)
+        versions = served.arc_tasks.get(fp)
+        if versions is None:
+            errors.append((loc, f"model {served.name!r} was not trained on this task (fingerprint {fp[:16]}); "
+                                "TRM answers an ARC task only through a puzzle embedding learned for it, so "
+                                "an unseen task needs training first (GET /v1/models lists num_arc_tasks)"))
+            continue
+        matched.append((task, versions[:max_versions]))
+    if errors:
+        raise TaskInputError(errors)
+    return matched
+
+
+def _rows(matched: list[tuple[arc.ArcTask, list[ArcVersion]]], canvas: int) -> list[RowSpec]:
+    """Row order: task, then test input, then version (results are read back in the same order)."""
+    return [RowSpec(tokens=arc.encode(v.aug.apply(test_input), canvas=canvas), puzzle_id=v.puzzle_id)
+            for task, versions in matched for test_input in task.test_inputs for v in versions]
+
+
+def _mapped_back(v: ArcVersion, tokens: list[int], canvas: int) -> arc.Grid:
+    pred = arc.decode(tokens, canvas=canvas)
+    return v.aug.invert(pred) if pred else []
+
+
+def _task_result(served: ServedModel, task: arc.ArcTask, versions: list[ArcVersion], rows: list[Request],
+                 t0: float, metrics: Metrics | None) -> dict[str, Any]:
+    canvas = served.grid_shape[0]
+    voter = ArcVoter()
+    attempts, votes, confidences, violations, trajectory = [], [], [], [], []
+    for i, test_input in enumerate(task.test_inputs):
+        its_rows = rows[i * len(versions):(i + 1) * len(versions)]
+        for v, r in zip(versions, its_rows, strict=True):
+            voter.add(str(i), test_input, _mapped_back(v, r.answer, canvas), r.q_halt_logit)  # type: ignore[arg-type]
+        ranked = voter.ranked(str(i), test_input)[:2]
+        ranked += ranked[:1] * (2 - len(ranked))  # every version agreed: attempt 2 repeats attempt 1
+        attempts.append([c.grid for c in ranked])
+        votes.append([c.votes for c in ranked])
+        confidences.append(ranked[0].mean_confidence)
+        for a, c in enumerate(ranked):
+            violations += [f"test {i}, attempt {a + 1}: {msg}" for msg in arc.verify(test_input, c.grid)]
+        if its_rows[0].return_steps:
+            trajectory.append([_mapped_back(versions[0], tokens, canvas) for tokens in its_rows[0].trajectory])
+    if metrics is not None:
+        metrics.observe_answer(served.name, "arc", not violations)
+    result = {
+        "attempts": attempts, "votes": votes, "valid": not violations, "violations": violations,
+        "steps": max(r.steps for r in rows),
+        "halt_reason": Counter(r.halt_reason for r in rows).most_common(1)[0][0],
+        "confidence": sum(confidences) / len(confidences), "num_versions": len(versions),
+        "timings": {"queue_s": max((r.admitted_time or r.arrival_time) - r.arrival_time for r in rows),
+                    "compute_s": max((r.finished_time or 0.0) - (r.admitted_time or r.arrival_time) for r in rows),
+                    "total_s": time.monotonic() - t0},
+        "model": served.name,
+    }
+    if rows[0].return_steps:
+        result["trajectory"] = trajectory
+    return result
+
+
+async def solve_arc(body: SolveOptions, single: Any, batch: list[Any] | None, registry: ModelRegistry,
+                    settings: Settings, metrics: Metrics | None, http: HttpRequest | None,
+                    t0: float) -> dict[str, Any]:
+    """Validate and match, enqueue every version row, await, vote. Single result or {"results": [...]}."""
+    served = registry.get("arc", body.model)
+    opts = resolve_options(body, served, settings, can_verify=False)
+    if batch is None:
+        items, locs = [single], [("body", "task")]
+    else:
+        items, locs = batch, [("body", "tasks", i) for i in range(len(batch))]
+    matched = _match_tasks(served, items, locs, settings.arc_max_versions)
+    finished = await run_rows(served, _rows(matched, served.grid_shape[0]), opts,
+                              deadline=t0 + settings.request_timeout_s, http=http)
+    results, start = [], 0
+    for task, versions in matched:
+        n = len(task.test_inputs) * len(versions)
+        results.append(_task_result(served, task, versions, finished[start:start + n], t0, metrics))
+        start += n
+    return results[0] if batch is None else {"results": results}

@@ -1,0 +1,126 @@
+"""Sudoku and Maze requests: validate every puzzle, run one row each, build the answers.
+
+Both tasks have the same shape (one grid in, one grid out, a rule check that decides correctness),
+so one `GridTask` serves both; ARC, which votes over augmented versions, is in service/arc.py.
+Validation is all-or-nothing: every puzzle of a batch is parsed before any row is queued, and all
+problems are reported at once with their JSON location (`["body", "puzzles", 3, 4, 7]`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request as HttpRequest
+
+from trm_core.tasks import TaskInputError, maze, sudoku
+from trm_core.tasks.arc_vote import sigmoid
+
+from .metrics import Metrics
+from .registry import ModelRegistry, ServedModel
+from .scheduler import Request
+from .schemas import SolveOptions
+from .settings import Settings
+from .solve import RowSpec, resolve_options, run_rows
+
+
+@dataclass(frozen=True)
+class GridTask:
+    """The service's view of one grid codec."""
+
+    name: str  # "sudoku" | "maze"
+    parse: Callable[[Any, tuple, ServedModel], Any]  # (obj, loc, model) -> grid; raises TaskInputError
+    encode: Callable[[Any], list[int]]
+    decode: Callable[[list[int], ServedModel], Any]
+    verify: Callable[[Any, Any], list[str]]
+    unsolvable: Callable[[Any], str | None]  # a reason the puzzle has no solution, checked before queueing
+
+
+def _sudoku_unsolvable(grid: sudoku.Grid) -> str | None:
+    conflicts = sudoku.find_conflicts(grid)
+    return f"the givens break the rules, so there is no solution: {'; '.join(conflicts[:3])}" if conflicts else None
+
+
+def _maze_unsolvable(grid: maze.Grid) -> str | None:
+    return None if maze.shortest_path(grid) is not None else "the goal 'G' cannot be reached from the start 'S'"
+
+
+SUDOKU = GridTask(
+    name="sudoku",
+    parse=lambda obj, loc, served: sudoku.parse(obj, loc=loc),
+    encode=sudoku.encode,
+    decode=lambda tokens, served: sudoku.decode(tokens),
+    verify=sudoku.verify,
+    unsolvable=_sudoku_unsolvable,
+)
+MAZE = GridTask(
+    name="maze",
+    parse=lambda obj, loc, served: maze.parse(obj, height=served.grid_shape[0], width=served.grid_shape[1], loc=loc),
+    encode=maze.encode,
+    decode=lambda tokens, served: maze.decode(tokens, height=served.grid_shape[0], width=served.grid_shape[1]),
+    verify=maze.verify,
+    unsolvable=_maze_unsolvable,
+)
+
+
+def parse_all(task: GridTask, items: list[Any], locs: list[tuple], served: ServedModel) -> list[Any]:
+    """Parse every item; raise one TaskInputError with the problems of all of them."""
+    grids, errors = [], []
+    for obj, loc in zip(items, locs, strict=True):
+        try:
+            grid = task.parse(obj, loc, served)
+        except TaskInputError as e:
+            errors += e.errors
+            continue
+        reason = task.unsolvable(grid)
+        if reason is not None:
+            errors.append((loc, reason))
+        grids.append(grid)
+    if errors:
+        raise TaskInputError(errors)
+    return grids
+
+
+def _accept(task: GridTask, served: ServedModel, puzzle: Any) -> Callable[[list[int]], bool]:
+    """Verified halting: the row stops as soon as its answer breaks no rule."""
+    return lambda tokens: not task.verify(puzzle, task.decode(tokens, served))
+
+
+def build_result(task: GridTask, served: ServedModel, puzzle: Any, r: Request, t0: float,
+                 metrics: Metrics | None) -> dict[str, Any]:
+    solution = task.decode(r.answer, served)  # type: ignore[arg-type]  # halted rows have an answer
+    violations = task.verify(puzzle, solution)
+    if metrics is not None:
+        metrics.observe_answer(served.name, task.name, not violations)
+    result = {
+        "solution": solution, "valid": not violations, "violations": violations, "steps": r.steps,
+        "halt_reason": r.halt_reason, "confidence": sigmoid(r.q_halt_logit),
+        "timings": {"queue_s": (r.admitted_time or r.arrival_time) - r.arrival_time,
+                    "compute_s": (r.finished_time or 0.0) - (r.admitted_time or r.arrival_time),
+                    "total_s": time.monotonic() - t0},
+        "model": served.name,
+    }
+    if r.return_steps:
+        result["trajectory"] = [task.decode(tokens, served) for tokens in r.trajectory]
+    return result
+
+
+async def solve_grid(task: GridTask, body: SolveOptions, single: Any, batch: list[Any] | None,
+                     registry: ModelRegistry, settings: Settings, metrics: Metrics | None,
+                     http: HttpRequest | None, t0: float) -> dict[str, Any]:
+    """Validate, enqueue, await, answer. Returns the single result, or {"results": [...]} for a batch."""
+    served = registry.get(task.name, body.model)
+    opts = resolve_options(body, served, settings, can_verify=True)
+    if batch is None:
+        items, locs = [single], [("body", "puzzle")]
+    else:
+        items, locs = batch, [("body", "puzzles", i) for i in range(len(batch))]
+    grids = parse_all(task, items, locs, served)
+    rows = [RowSpec(tokens=task.encode(g), accept=_accept(task, served, g) if opts.halting == "verified" else None)
+            for g in grids]
+    deadline = t0 + settings.request_timeout_s
+    finished = await run_rows(served, rows, opts, deadline=deadline, http=http)
+    results = [build_result(task, served, g, r, t0, metrics) for g, r in zip(grids, finished, strict=True)]
+    return results[0] if batch is None else {"results": results}

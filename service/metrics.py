@@ -1,0 +1,119 @@
+"""Every Prometheus metric of the service, defined in one place.
+
+Each app gets its own `CollectorRegistry` (nothing is registered at import time), so tests can build
+many apps in one process. Names carry the `trm_` prefix and a unit suffix; labels are bounded to
+model, task and outcome-like values (HTTP status, halt reason, valid) - never request ids.
+Metric names are a deployment contract (deploy/grafana, deploy/k8s HPA): keep them stable.
+
+Gauges of scheduler state (queue depth, active slots, slots) and device memory are read at scrape
+time from the workers, so they are never stale; everything else is updated as events happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from .scheduler import RequestStatus, SchedulerStats, StepReport
+
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST", "step_buckets"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+OCCUPANCY_BUCKETS = tuple(i / 10 for i in range(1, 11))
+
+
+def step_buckets(max_steps: int) -> tuple[float, ...]:
+    """Every step count 1..16 (the paper's N_sup), then about x1.5 apart up to `max_steps`."""
+    buckets = list(range(1, min(max_steps, 16) + 1))
+    while buckets[-1] < max_steps:
+        buckets.append(min(max_steps, int(buckets[-1] * 1.5)))
+    return tuple(float(b) for b in buckets)
+
+
+class _SchedulerCollector:
+    """Scrape-time gauges from the workers (a custom collector: no update on the hot path)."""
+
+    def __init__(self, source: Callable[[], Iterable[tuple[str, SchedulerStats]]]) -> None:
+        self.source = source
+
+    def describe(self) -> list[Metric]:
+        return []  # dynamic; nothing to check for name clashes at registration
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("trm_queue_depth", "Rows waiting for a slot", labels=["model"])
+        active = GaugeMetricFamily("trm_active_slots", "Slots holding a running request", labels=["model"])
+        slots = GaugeMetricFamily("trm_slots", "Slots in the pool (maximum batch)", labels=["model"])
+        for name, s in self.source():
+            depth.add_metric([name], s.num_waiting)
+            active.add_metric([name], s.num_running)
+            slots.add_metric([name], s.num_slots)
+        yield from (depth, active, slots)
+        if torch.cuda.is_available():
+            mem = GaugeMetricFamily("trm_device_memory_bytes", "CUDA memory held by this process",
+                                    labels=["device", "kind"])
+            for i in range(torch.cuda.device_count()):
+                mem.add_metric([f"cuda:{i}", "allocated"], torch.cuda.memory_allocated(i))
+                mem.add_metric([f"cuda:{i}", "reserved"], torch.cuda.memory_reserved(i))
+            yield mem
+
+
+class Metrics:
+    """The app's metrics; `render()` is the /metrics body."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_duration = Histogram(
+            "trm_request_duration_seconds", "HTTP solve request time, arrival to response", ["task"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("trm_requests", "HTTP solve requests by final status code", ["task", "status"],
+                                registry=r)
+        self.queue_wait = Histogram("trm_queue_wait_seconds", "Time a row waited for a slot", ["model", "task"],
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.act_steps = Histogram("trm_request_act_steps", "ACT steps a row ran before it halted",
+                                   ["model", "task"], buckets=step_buckets(max_steps), registry=r)
+        self.halts = Counter("trm_halts", "Rows that halted, by reason (learned, verified, budget)",
+                             ["model", "task", "reason"], registry=r)
+        self.finishes = Counter("trm_rows_evicted", "Rows that left without an answer, by reason",
+                                ["model", "task", "reason"], registry=r)
+        self.answers = Counter("trm_answers", "Answers returned, by whether they passed the task's rule check",
+                               ["model", "task", "valid"], registry=r)
+        self.occupancy = Histogram("trm_slot_occupancy_ratio", "Fraction of slots running, per ACT step",
+                                   ["model"], buckets=OCCUPANCY_BUCKETS, registry=r)
+        self.step_duration = Histogram("trm_step_duration_seconds", "Wall time of one ACT step of the pool",
+                                       ["model"], buckets=STEP_BUCKETS, registry=r)
+        self.model_info = Info("trm_model", "Served models", ["model"], registry=r)
+        self.ready = Gauge("trm_ready", "1 when every model is loaded and warmed up", registry=r)
+
+    def watch_schedulers(self, source: Callable[[], Iterable[tuple[str, SchedulerStats]]]) -> None:
+        self.registry.register(_SchedulerCollector(source))
+
+    def observe_step(self, model: str, task: str, report: StepReport) -> None:
+        """Called on the worker thread after every step (prometheus_client is thread-safe)."""
+        if report.num_running:
+            self.occupancy.labels(model).observe(report.num_running / report.num_slots)
+            self.step_duration.labels(model).observe(report.duration_s)
+        for r in report.finished:
+            if r.admitted_time is not None:
+                self.queue_wait.labels(model, task).observe(r.admitted_time - r.arrival_time)
+            if r.status == RequestStatus.FINISHED_HALTED:
+                self.act_steps.labels(model, task).observe(r.steps)
+                self.halts.labels(model, task, r.halt_reason or "unknown").inc()
+            else:
+                reason = r.status.name.removeprefix("FINISHED_").lower()
+                self.finishes.labels(model, task, reason).inc()
+
+    def observe_request(self, task: str, status: int, duration_s: float) -> None:
+        self.requests.labels(task, str(status)).inc()
+        self.request_duration.labels(task).observe(duration_s)
+
+    def observe_answer(self, model: str, task: str, is_valid: bool) -> None:
+        self.answers.labels(model, task, "true" if is_valid else "false").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,111 @@
+"""Pure ASGI middleware: the request-body size limit and per-request HTTP metrics.
+
+The body limit counts the bytes actually received, so a client that sends no Content-Length (or a
+false one, or a chunked body) cannot get past it; the body is buffered (at most `max_bytes`) and
+replayed to the app, after which `receive` is the server's again (so disconnects stay visible).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .metrics import Metrics
+
+PROBLEM_JSON = "application/problem+json"
+SOLVE_TASKS = ("sudoku", "maze", "arc")
+
+
+def problem_body(status: int, slug: str, title: str, detail: str,
+                 errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """RFC 9457 problem details; `type` is a stable URN per kind of problem."""
+    return {"type": f"urn:trm:problem:{slug}", "title": title, "status": status, "detail": detail,
+            "errors": errors or []}
+
+
+async def send_problem(send: Send, status: int, slug: str, title: str, detail: str,
+                       headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(problem_body(status, slug, title, detail)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over `max_bytes`, by Content-Length or by counting the stream."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        too_large = (f"request body is larger than {self.max_bytes} bytes (TRM_MAX_BODY_BYTES); "
+                     "send smaller batches")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await send_problem(send, 413, "body-too-large", "Request body too large", too_large)
+                return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left while sending; nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await send_problem(send, 413, "body-too-large", "Request body too large", too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class RequestMetricsMiddleware:
+    """Counts every /v1/<task>/solve response by task and status and times it.
+
+    Also stamps the arrival time into the request state (`trm_t0`), so handlers report total time
+    from arrival, including body upload and validation. A client that went away is counted as 499.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parts = scope.get("path", "").strip("/").split("/") if scope["type"] == "http" else []
+        if len(parts) != 3 or parts[0] != "v1" or parts[2] != "solve":
+            await self.app(scope, receive, send)
+            return
+        task = parts[1] if parts[1] in SOLVE_TASKS else "other"
+        t0 = time.monotonic()
+        scope.setdefault("state", {})["trm_t0"] = t0
+        status = 499  # until a response starts: the client left (or we were cancelled)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            status = 500
+            raise
+        finally:
+            self.metrics.observe_request(task, status, time.monotonic() - t0)

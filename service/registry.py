@@ -1,0 +1,233 @@
+"""The served models: load each checkpoint once, warm it up, one scheduler + worker thread per model.
+
+Models are chosen per request by name (`TRM_MODELS` entry "name=path", or the file stem); the
+first model listed for a task is its default. A checkpoint that cannot be served (missing file,
+wrong format, a task without a codec, a config the codec cannot fill, a bad ARC table) stops
+start-up with one `RegistryError` line that names the model, the file and the problem.
+
+Not here: HTTP, codecs, asyncio. `ModelRegistry.load()` blocks (the CLI calls it before uvicorn
+starts; the app lifespan calls it in a thread when the CLI did not).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trm_core import TRM, CheckpointFormatError, TRMConfig, load_checkpoint
+from trm_core.tasks.augment import ArcAug, parse_version_name
+
+from .scheduler import Scheduler, SchedulerStats, StepReport
+from .settings import Settings
+from .worker import ModelWorker
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("sudoku", "maze", "arc")
+
+
+class RegistryError(RuntimeError):
+    """A configured model cannot be served; the message says which and why."""
+
+
+class UnknownModelError(LookupError):
+    """No model of that name serves the task (HTTP 404)."""
+
+    def __init__(self, task: str, name: str | None, available: list[str]) -> None:
+        what = f"no model serves {task}" if name is None else f"model {name!r} does not serve {task}"
+        hint = (f"; models for {task}: {', '.join(available)}" if available
+                else "; start the service with one (TRM_MODELS)")
+        super().__init__(what + hint)
+        self.task, self.name, self.available = task, name, available
+
+
+@dataclass(frozen=True)
+class ArcVersion:
+    """One augmented version of an ARC task the checkpoint was trained on (TRM_SPEC.md §8.4)."""
+
+    puzzle_id: int  # row of the puzzle-embedding table trained on this version
+    aug: ArcAug  # colour permutation then dihedral transform, as the builder applied it
+
+
+@dataclass
+class ServedModel:
+    name: str
+    path: Path
+    task: str
+    model: TRM
+    meta: dict[str, Any]
+    scheduler: Scheduler
+    worker: ModelWorker
+    is_default: bool = False
+    arc_tasks: dict[str, list[ArcVersion]] = field(default_factory=dict)  # task fingerprint -> versions
+
+    @property
+    def config(self) -> TRMConfig:
+        return self.model.config
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Rows and columns of the model's grid (its canvas for ARC)."""
+        cfg = self.config
+        if cfg.grid_height and cfg.grid_width:
+            return cfg.grid_height, cfg.grid_width
+        side = int(round(cfg.seq_len ** 0.5))
+        return side, side
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when present, else CPU. An unavailable CUDA device is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RegistryError(f"TRM_DEVICE={name} but CUDA is not available; use TRM_DEVICE=cpu or auto")
+    return device
+
+
+def _check_config(task: str, cfg: TRMConfig, shape: tuple[int, int]) -> None:
+    """Refuse configs the task's codec cannot fill (seq_len/vocab must match the token layout)."""
+    need_vocab = {"sudoku": 11, "maze": 6, "arc": 12}[task]
+    if cfg.vocab_size != need_vocab:
+        raise ValueError(f"config vocab_size={cfg.vocab_size}; the {task} codec uses {need_vocab}")
+    h, w = shape
+    if task == "sudoku" and cfg.seq_len != 81:
+        raise ValueError(f"config seq_len={cfg.seq_len}; Sudoku needs 81")
+    if h * w != cfg.seq_len:
+        raise ValueError(f"config grid {h}x{w} does not cover seq_len={cfg.seq_len}")
+    if task == "arc" and h != w:
+        raise ValueError(f"ARC needs a square canvas; config grid is {h}x{w}")
+
+
+def _parse_arc_version(v: Any) -> ArcVersion:
+    """{"puzzle_id": int, "k": 0-7, "perm": [10 ints] | "0531246789"} or {"puzzle_id": int, "name":
+    "task|||t3|||0531246789"} (the builder's version name, TRM_SPEC.md §8.4)."""
+    if not isinstance(v, dict) or "puzzle_id" not in v:
+        raise ValueError(f"expected an object with puzzle_id and k/perm or name; got {v!r}")
+    if "name" in v:
+        _, k, perm = parse_version_name(str(v["name"]))
+    else:
+        k, perm = int(v.get("k", 0)), tuple(int(c) for c in v.get("perm", range(10)))
+    return ArcVersion(int(v["puzzle_id"]), ArcAug(k, tuple(perm)))
+
+
+def _parse_arc_table(raw: Any, num_ids: int) -> dict[str, list[ArcVersion]]:
+    """metadata `arc_tasks`: {task fingerprint: [version, ...]} (see `_parse_arc_version`)."""
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError("metadata 'arc_tasks' is missing or empty; an ARC checkpoint must list the tasks "
+                         "it was trained on (task fingerprint -> versions with puzzle_id, k, perm)")
+    table: dict[str, list[ArcVersion]] = {}
+    for fp, versions in raw.items():
+        if not isinstance(versions, list) or not versions:
+            raise ValueError(f"arc_tasks[{fp[:12]}...] must be a non-empty list of versions")
+        parsed = []
+        for i, v in enumerate(versions):
+            try:
+                version = _parse_arc_version(v)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"arc_tasks[{fp[:12]}...][{i}]: {e}") from e
+            if not 0 <= version.puzzle_id < num_ids:
+                raise ValueError(f"arc_tasks[{fp[:12]}...][{i}]: puzzle_id {version.puzzle_id} is outside "
+                                 f"the model's puzzle table (0-{num_ids - 1})")
+            parsed.append(version)
+        table[fp] = parsed
+    return table
+
+
+class ModelRegistry:
+    """All served models of one app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models: dict[str, ServedModel] = {}
+        self.defaults: dict[str, str] = {}  # task -> model name
+        self.device: torch.device | None = None
+        self.is_loaded = self.is_started = self.is_draining = False
+
+    @property
+    def is_ready(self) -> bool:
+        return self.is_started and not self.is_draining and all(m.worker.is_alive for m in self.models.values())
+
+    def load(self) -> None:
+        """Load, check and warm up every configured model. Raises RegistryError (one line)."""
+        s = self.settings
+        try:
+            specs = s.model_specs()
+        except ValueError as e:
+            raise RegistryError(str(e)) from e
+        if not specs:
+            raise RegistryError("no models to serve: set TRM_MODELS=name=path.safetensors[,...] "
+                                "(no bundled checkpoints found in trm_core/pretrained)")
+        self.device = resolve_device(s.device)
+        for name, path in specs:
+            t0 = time.perf_counter()
+            served = self._load_one(name, path)
+            served.scheduler.warmup(s.warmup_steps)
+            if served.task not in self.defaults:
+                self.defaults[served.task] = name
+                served.is_default = True
+            self.models[name] = served
+            logger.info("model %s: %s task, %d params, %s, from %s (%.2fs incl. warm-up)", name, served.task,
+                        served.model.num_trainable_params(), self.device, path, time.perf_counter() - t0)
+        self.is_loaded = True
+
+    def _load_one(self, name: str, path: Path) -> ServedModel:
+        s = self.settings
+        try:
+            model, meta = load_checkpoint(path, device=self.device)
+            task = str(meta.get("task") or model.config.task)
+            if task not in TASKS:
+                raise ValueError(f"task {task!r} has no codec; served tasks: {', '.join(TASKS)}")
+            served = ServedModel(name=name, path=path, task=task, model=model, meta=meta,
+                                 scheduler=None, worker=None)  # type: ignore[arg-type]  # set below
+            _check_config(task, model.config, served.grid_shape)
+            if task == "arc":
+                served.arc_tasks = _parse_arc_table(meta.get("arc_tasks"), model.config.num_puzzle_identifiers)
+        except (FileNotFoundError, CheckpointFormatError, ValueError, OSError) as e:
+            raise RegistryError(f"cannot serve model {name!r} from {path}: {e}") from e
+        served.scheduler = Scheduler(model.eval(), s.max_batch, s.max_queue, batching=s.batching,
+                                     max_wait_s=s.max_wait_s)
+        served.worker = ModelWorker(name, served.scheduler)
+        return served
+
+    def start(self, on_step: Callable[[ServedModel, StepReport], None] | None = None) -> None:
+        """Start one worker thread per model; the registry is ready afterwards."""
+        if not self.is_loaded:
+            raise RuntimeError("ModelRegistry.start() before load()")
+        for m in self.models.values():
+            if on_step is not None:
+                m.worker.on_step = lambda report, m=m: on_step(m, report)
+            m.worker.start()
+        self.is_started = True
+
+    def drain(self, timeout_s: float) -> bool:
+        """Stop taking requests, let in-flight ones finish (shared deadline), stop the workers."""
+        self.is_draining = True
+        for m in self.models.values():
+            m.worker.close()
+        deadline = time.monotonic() + timeout_s
+        is_clean = True
+        for m in self.models.values():
+            if m.worker.is_alive:
+                is_clean &= m.worker.drain(max(0.0, deadline - time.monotonic()))
+        return is_clean
+
+    def get(self, task: str, name: str | None = None) -> ServedModel:
+        """The model `name` (or the task's default) if it serves `task`; else UnknownModelError."""
+        available = [m.name for m in self.models.values() if m.task == task]
+        if name is None:
+            name = self.defaults.get(task)
+        served = self.models.get(name) if name is not None else None
+        if served is None or served.task != task:
+            raise UnknownModelError(task, name, available)
+        return served
+
+    def scheduler_stats(self) -> Iterator[tuple[str, SchedulerStats]]:
+        for name, m in self.models.items():
+            yield name, m.scheduler.stats()

@@ -1,0 +1,25 @@
+"""POST /v1/sudoku/solve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ..deps import ApiKeyDep, ArrivalDep, MetricsDep, ReadyDep, RegistryDep, SettingsDep
+from ..grid_tasks import SUDOKU, solve_grid
+from ..schemas import PROBLEM_RESPONSES, SudokuBatchResponse, SudokuSolveRequest, SudokuSolveResult
+
+router = APIRouter(prefix="/v1/sudoku", tags=["sudoku"], dependencies=[ApiKeyDep, ReadyDep])
+
+
+@router.post("/solve", response_model=SudokuSolveResult | SudokuBatchResponse, response_model_exclude_none=True,
+             responses=PROBLEM_RESPONSES)
+async def solve_sudoku(body: SudokuSolveRequest, registry: RegistryDep, settings: SettingsDep,
+                       metrics: MetricsDep, request: Request, t0: ArrivalDep) -> Any:
+    """Solve one Sudoku (`puzzle`) or a batch (`puzzles`, answered in order).
+
+    A puzzle is an 81-character string ('.' or '0' blank) or 9 rows of 9 ints. The answer says
+    whether it passed the rule check (`valid`, `violations`), the step it halted at and why.
+    """
+    return await solve_grid(SUDOKU, body, body.puzzle, body.puzzles, registry, settings, metrics, request, t0)

@@ -1,0 +1,212 @@
+"""Request and response bodies of the HTTP API (ARCHITECTURE.md "HTTP contract"), one model per direction.
+
+Puzzles and tasks are typed loosely here on purpose (any JSON, with an explicit OpenAPI schema): the
+task codecs (trm_core.tasks) validate them and name the offending row, column and value, which
+pydantic's union errors cannot do. Everything else is strict: unknown fields are refused
+(`extra="forbid"`), so nothing a client sends is silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+
+HaltReason = Literal["learned", "verified", "budget"]
+
+_SUDOKU_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "minLength": 81, "maxLength": 81,
+         "description": "81 characters row-major: '1'-'9' givens, '.' or '0' blank"},
+        {"type": "array", "minItems": 9, "maxItems": 9,
+         "items": {"type": "array", "minItems": 9, "maxItems": 9,
+                   "items": {"type": ["integer", "null"], "minimum": 0, "maximum": 9}},
+         "description": "9 rows of 9 ints, 0 or null blank"},
+    ],
+    "example": "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..",
+}
+_MAZE_SCHEMA = {
+    "oneOf": [
+        {"type": "array", "items": {"type": "string"},
+         "description": "rows over '#' wall, ' ' open, 'S' start, 'G' goal (the model's size, 30x30 for Maze-Hard)"},
+        {"type": "string", "description": "rows separated by newlines, or one row-major string"},
+    ],
+}
+_GRID_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}},
+                "description": "rows of colours 0-9, 1..30 on each side"}
+_ARC_TASK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "train": {"type": "array", "items": {"type": "object", "properties": {
+            "input": _GRID_SCHEMA, "output": _GRID_SCHEMA}, "required": ["input", "output"]}},
+        "test": {"type": "array", "items": {"type": "object", "properties": {"input": _GRID_SCHEMA},
+                                            "required": ["input"]}},
+    },
+    "required": ["train", "test"],
+    "description": "an ARC task in the standard JSON form; it must be one the model was trained on",
+}
+
+SudokuPuzzle = Annotated[Any, WithJsonSchema(_SUDOKU_SCHEMA)]
+MazePuzzle = Annotated[Any, WithJsonSchema(_MAZE_SCHEMA)]
+ArcTaskJson = Annotated[Any, WithJsonSchema(_ARC_TASK_SCHEMA)]
+
+
+# ---- sent by clients ---------------------------------------------------------------------------
+class SolveOptions(BaseModel):
+    """Options shared by every solve request."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, description="model name (GET /v1/models); default: the task's default model")
+    max_steps: int | None = Field(None, ge=1, description="ACT step budget per puzzle; default: the model's "
+                                                          "halt_max_steps; capped by the server's limit")
+    halting: Literal["learned", "verified", "fixed"] | None = Field(
+        None, description="learned: the model's halting head decides; verified (Sudoku, Maze): stop as soon "
+                          "as the answer passes the rule check; fixed: always run max_steps")
+    return_steps: bool = Field(False, description="also return the answer after every ACT step")
+
+
+def _exactly_one(obj: BaseModel, single: str, batch: str) -> None:
+    has_single, has_batch = getattr(obj, single) is not None, getattr(obj, batch) is not None
+    if has_single == has_batch:
+        raise ValueError(f"send either '{single}' (one) or '{batch}' (a batch), "
+                         f"{'not both' if has_single else 'got neither'}")
+
+
+class SudokuSolveRequest(SolveOptions):
+    """POST /v1/sudoku/solve: one puzzle (`puzzle`) or a batch (`puzzles`)."""
+
+    puzzle: SudokuPuzzle | None = None
+    puzzles: list[SudokuPuzzle] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SudokuSolveRequest:
+        _exactly_one(self, "puzzle", "puzzles")
+        return self
+
+
+class MazeSolveRequest(SolveOptions):
+    """POST /v1/maze/solve: one maze (`puzzle`) or a batch (`puzzles`)."""
+
+    puzzle: MazePuzzle | None = None
+    puzzles: list[MazePuzzle] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MazeSolveRequest:
+        _exactly_one(self, "puzzle", "puzzles")
+        return self
+
+
+class ArcSolveRequest(SolveOptions):
+    """POST /v1/arc/solve: one task (`task`) or a batch (`tasks`)."""
+
+    task: ArcTaskJson | None = None
+    tasks: list[ArcTaskJson] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ArcSolveRequest:
+        _exactly_one(self, "task", "tasks")
+        return self
+
+
+# ---- sent by the server ------------------------------------------------------------------------
+class Timings(BaseModel):
+    queue_s: float = Field(description="waiting for a slot (the slowest row, for multi-row requests)")
+    compute_s: float = Field(description="from admission to halting (the slowest row)")
+    total_s: float = Field(description="arrival to response")
+
+
+class _SolveResultBase(BaseModel):
+    valid: bool = Field(description="the answer passed the task's rule check")
+    violations: list[str] = Field(description="the rules the answer breaks, naming row, column and value")
+    steps: int = Field(description="ACT steps run before halting")
+    halt_reason: HaltReason
+    confidence: float = Field(description="sigmoid(q_halt) at the halting step: the model's belief it is right")
+    timings: Timings
+    model: str
+
+
+class SudokuSolveResult(_SolveResultBase):
+    solution: list[list[int]] = Field(description="9 rows of 9 digits (0 where the model left a cell blank)")
+    trajectory: list[list[list[int]]] | None = Field(None, description="the answer after each step (return_steps)")
+
+
+class MazeSolveResult(_SolveResultBase):
+    solution: list[str] = Field(description="the maze with the path marked 'o'")
+    trajectory: list[list[str]] | None = Field(None, description="the answer after each step (return_steps)")
+
+
+class ArcSolveResult(BaseModel):
+    attempts: list[list[list[list[int]]]] = Field(
+        description="[[attempt 1, attempt 2] per test input], ranked by votes over augmented versions, then "
+                    "confidence; attempt 2 repeats attempt 1 when every version agreed")
+    votes: list[list[int]] = Field(description="versions that voted for each attempt")
+    valid: bool = Field(description="every attempt is a well-formed grid (ARC correctness is unknowable)")
+    violations: list[str]
+    steps: int = Field(description="most ACT steps any row of this task ran")
+    halt_reason: HaltReason = Field(description="the most frequent halting reason over the task's rows")
+    confidence: float = Field(description="mean sigmoid(q_halt) of the rows that voted for the first attempts")
+    num_versions: int = Field(description="augmented versions run per test input")
+    timings: Timings
+    model: str
+    trajectory: list[list[list[list[int]]]] | None = Field(
+        None, description="per test input: the first version's answer after each step, mapped back (return_steps)")
+
+
+class SudokuBatchResponse(BaseModel):
+    results: list[SudokuSolveResult]
+
+
+class MazeBatchResponse(BaseModel):
+    results: list[MazeSolveResult]
+
+
+class ArcBatchResponse(BaseModel):
+    results: list[ArcSolveResult]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str
+    is_default: bool
+    num_params: int
+    halt_max_steps: int
+    grid: list[int] = Field(description="[rows, columns] of the model's grid (ARC: its canvas)")
+    num_slots: int
+    device: str
+    num_arc_tasks: int | None = Field(None, description="ARC: tasks the model was trained on")
+    train: dict[str, Any] = Field(default_factory=dict, description="training summary from the checkpoint")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "ready", "not ready"]
+    models: dict[str, dict[str, int]] = Field(default_factory=dict,
+                                              description="per model: waiting rows, running rows, slots")
+
+
+class ProblemError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (media type application/problem+json)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemError] = Field(default_factory=list)
+
+
+_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {**_PROBLEM, "description": text} for status, text in (
+        (401, "missing or wrong API key"), (404, "unknown model"), (413, "request body too large"),
+        (422, "invalid puzzle or option; `errors` names each bad cell"), (429, "queue full; see Retry-After"),
+        (503, "not ready or shutting down"), (504, "deadline passed"))
+}

@@ -1,0 +1,135 @@
+"""The thread that drives one model's scheduler, so torch work never runs on the event loop.
+
+The loop: sleep on a condition until the scheduler has something to do (a submit or cancel
+notifies it; no busy-waiting), then `scheduler.step()` outside the lock so that requests can be
+queued while the model computes. Observers (`wait_until`, drain) wake on the same condition after
+every step. A step that raises (e.g. CUDA out of memory) aborts the requests it held, rebuilds the
+slot pool, and the worker carries on: the service stays up.
+
+Not here: asyncio. Results leave through `Request.on_finish`; the HTTP side bridges them into its
+event loop with `loop.call_soon_threadsafe` (service/solve.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from .scheduler import Request, RequestStatus, Scheduler, SchedulerStats, StepReport
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerClosedError(RuntimeError):
+    """The worker is draining or stopped and takes no new requests (HTTP 503)."""
+
+
+class ModelWorker:
+    """Owns the stepping thread of one scheduler."""
+
+    def __init__(self, name: str, scheduler: Scheduler,
+                 on_step: Callable[[StepReport], None] | None = None) -> None:
+        self.name, self.scheduler, self.on_step = name, scheduler, on_step
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._is_closed = False  # no new requests
+        self._is_stopping = False  # thread exits when idle
+        self.num_failed_steps = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"worker {self.name} already started")
+        self._thread = threading.Thread(target=self._run, name=f"trm-worker-{self.name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self) -> None:
+        """Refuse new requests; queued and running ones continue (first half of a drain)."""
+        with self._cond:
+            self._is_closed = True
+
+    def drain(self, timeout_s: float) -> bool:
+        """Close, wait up to `timeout_s` for in-flight requests to finish, abort the rest, stop.
+
+        Returns True when everything finished in time.
+        """
+        self.close()
+        is_done = self.wait_until(lambda s: s.num_waiting == 0 and s.num_running == 0, timeout_s)
+        with self._cond:
+            self._is_stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        aborted = self.scheduler.abort_all(RequestStatus.FINISHED_ABORTED)
+        if aborted:
+            logger.warning("model %s: drain timed out after %.1fs; aborted %d request(s)",
+                           self.name, timeout_s, len(aborted))
+        return is_done and not aborted
+
+    # ---- requests (event-loop thread) --------------------------------------------------------
+    def submit(self, requests: Sequence[Request]) -> None:
+        """Queue requests all-or-nothing. Raises WorkerClosedError or QueueFullError."""
+        with self._cond:
+            if self._is_closed or not self.is_alive:
+                raise WorkerClosedError(f"model {self.name} is not taking requests (shutting down)")
+            self.scheduler.add_requests(requests)
+            self._cond.notify_all()
+
+    def cancel(self, request_ids: Sequence[str], status: RequestStatus = RequestStatus.FINISHED_CANCELLED) -> None:
+        with self._cond:
+            for request_id in request_ids:
+                self.scheduler.cancel(request_id, status)
+            self._cond.notify_all()
+
+    def stats(self) -> SchedulerStats:
+        return self.scheduler.stats()
+
+    def wait_until(self, predicate: Callable[[SchedulerStats], bool], timeout_s: float) -> bool:
+        """Block until `predicate(stats)` holds (re-checked after every step and submit) or timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not predicate(self.scheduler.stats()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    # ---- the loop (worker thread) ------------------------------------------------------------
+    def _run(self) -> None:
+        logger.info("model %s: worker started (%d slots, %s batching)", self.name,
+                    self.scheduler.num_slots, self.scheduler.batching)
+        while True:
+            with self._cond:
+                while True:
+                    if self._is_stopping:  # drain already waited; whatever is left gets aborted
+                        logger.info("model %s: worker stopped", self.name)
+                        return
+                    wait_s = self.scheduler.time_until_step()
+                    if wait_s is None:
+                        self._cond.wait()  # idle: sleep until a submit, cancel or stop notifies
+                    elif wait_s > 0:
+                        self._cond.wait(wait_s)  # hold a partial first batch so that it can fill up
+                    else:
+                        break
+            try:
+                report = self.scheduler.step()
+            except Exception:
+                self.num_failed_steps += 1
+                logger.exception("model %s: step failed; aborting its requests and rebuilding the pool", self.name)
+                self.scheduler.abort_all(RequestStatus.FINISHED_ABORTED)
+                self.scheduler.reset_pool()
+                report = None
+            with self._cond:
+                self._cond.notify_all()  # wake wait_until/drain observers
+            if report is not None and self.on_step is not None:
+                try:
+                    self.on_step(report)
+                except Exception:
+                    logger.exception("model %s: step observer failed", self.name)
