@@ -1,0 +1,187 @@
+"""Training/evaluation examples in memory, from a built dataset or a raw Sudoku CSV.
+
+`Examples` is the in-memory form of one split of the original .npy layout (TRM_SPEC.md §8.1):
+token arrays plus the puzzle/group offsets the original sampler walks. Labels use -100 for
+"ignored" here (the files store 0, the original loader maps it; so do we).
+
+Two sources:
+- a built dataset directory (`<dir>/<split>/dataset.json` + `all__*.npy`), read through the tasks
+  helper's `training.data.dataset.load_split` when available;
+- a raw Sudoku CSV or CSV.gz (`source,question,answer,rating`, '.' or '0' blank): one puzzle per row,
+  one example per puzzle, puzzle id 0, each puzzle its own group (what the Sudoku builder writes
+  before augmentation). This lets `trm eval` and small runs read ../shared/data files directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Examples", "DataError", "load_examples", "read_sudoku_csv", "SUDOKU_BLANK"]
+
+IGNORE = -100
+SUDOKU_BLANK = 1  # token of an empty Sudoku cell (pad 0, blank 1, digit d -> d + 1)
+
+
+class DataError(ValueError):
+    """A data file is missing or malformed; the message names the file, row and field."""
+
+
+@dataclass
+class Examples:
+    inputs: np.ndarray  # uint8/int [N, L] token ids
+    labels: np.ndarray  # int16/int [N, L] token ids, -100 = ignored
+    puzzle_identifiers: np.ndarray  # int32 [P]: embedding row of each puzzle
+    puzzle_indices: np.ndarray  # int32 [P+1]: example offsets of each puzzle
+    group_indices: np.ndarray  # int32 [G+1]: puzzle offsets of each group (original + augmentations)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.group_indices.shape[0] - 1)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.inputs.shape[1])
+
+    def example_puzzle_ids(self) -> np.ndarray:
+        """int32 [N]: the puzzle-embedding id of every example."""
+        counts = np.diff(self.puzzle_indices)
+        return np.repeat(self.puzzle_identifiers, counts).astype(np.int32)
+
+    def mean_puzzle_examples(self) -> float:
+        return float(self.num_examples) / max(1, len(self.puzzle_identifiers))
+
+    def head(self, n: int) -> Examples:
+        """The first `n` puzzles (with all their examples); groups cut to match. n <= 0 = everything."""
+        P = len(self.puzzle_identifiers)
+        if n <= 0 or n >= P:
+            return self
+        end = int(self.puzzle_indices[n])
+        groups = self.group_indices[self.group_indices <= n]
+        if groups[-1] != n:
+            groups = np.append(groups, n)
+        return Examples(self.inputs[:end], self.labels[:end], self.puzzle_identifiers[:n],
+                        self.puzzle_indices[: n + 1], groups.astype(np.int32), dict(self.meta))
+
+    def split_tail(self, n: int) -> tuple[Examples, Examples]:
+        """(all but the last `n` puzzles, the last `n`), for data where each puzzle is its own group."""
+        P = len(self.puzzle_identifiers)
+        if self.num_groups != P:
+            raise DataError("data.holdout needs one puzzle per group (a raw CSV); a built dataset has its "
+                            "own test split: set data.eval_path instead")
+        if not 0 < n < P:
+            raise DataError(f"data.holdout={n} must be between 1 and {P - 1} (the data has {P} puzzles)")
+        cut = int(self.puzzle_indices[P - n])
+        keep = Examples(self.inputs[:cut], self.labels[:cut], self.puzzle_identifiers[: P - n],
+                        self.puzzle_indices[: P - n + 1], self.group_indices[: P - n + 1], dict(self.meta))
+        rest_pidx = (self.puzzle_indices[P - n:] - cut).astype(np.int32)
+        held = Examples(self.inputs[cut:], self.labels[cut:], self.puzzle_identifiers[P - n:], rest_pidx,
+                        np.arange(n + 1, dtype=np.int32), dict(self.meta))
+        return keep, held
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return path.open("r", encoding="utf-8", newline="")
+
+
+def read_sudoku_csv(path: str | Path, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs uint8 [N, 81], labels uint8 [N, 81]) token ids from a `source,question,answer,rating` CSV."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"Sudoku CSV {str(p)!r} not found")
+    questions: list[str] = []
+    answers: list[str] = []
+    with _open_text(p) as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or "question" not in header or "answer" not in header:
+            raise DataError(f"{p}: header {header!r} lacks 'question' and 'answer' columns")
+        qi, ai = header.index("question"), header.index("answer")
+        for row_no, row in enumerate(reader, start=2):
+            q, a = row[qi], row[ai]
+            if len(q) != 81 or len(a) != 81:
+                raise DataError(f"{p} line {row_no}: question has {len(q)} chars and answer {len(a)}; expected 81")
+            questions.append(q)
+            answers.append(a)
+            if limit and len(questions) >= limit:
+                break
+    q_bytes = np.frombuffer("".join(questions).encode("ascii"), dtype=np.uint8).reshape(-1, 81)
+    a_bytes = np.frombuffer("".join(answers).encode("ascii"), dtype=np.uint8).reshape(-1, 81)
+    digits_q = np.where(q_bytes == ord("."), ord("0"), q_bytes).astype(np.int16) - ord("0")
+    digits_a = a_bytes.astype(np.int16) - ord("0")
+    for name, arr, lo in (("question", digits_q, 0), ("answer", digits_a, 1)):
+        bad = np.argwhere((arr < lo) | (arr > 9))
+        if len(bad):
+            r, c = bad[0]
+            raise DataError(f"{p} line {r + 2}: {name} cell {c} (row {c // 9 + 1}, col {c % 9 + 1}) is "
+                            f"{chr((arr[r, c] + ord('0')) % 256)!r}; expected a digit" + (" or '.'" if lo == 0 else ""))
+    given = digits_q > 0
+    clash = np.argwhere(given & (digits_q != digits_a))
+    if len(clash):
+        r, c = clash[0]
+        raise DataError(f"{p} line {r + 2}: given {digits_q[r, c]} at row {c // 9 + 1}, col {c % 9 + 1} "
+                        f"differs from the answer's {digits_a[r, c]}")
+    return (digits_q + 1).astype(np.uint8), (digits_a + 1).astype(np.uint8)
+
+
+def _from_sudoku_csv(path: Path, limit: int) -> Examples:
+    inputs, labels = read_sudoku_csv(path, limit)
+    n = inputs.shape[0]
+    ar = np.arange(n + 1, dtype=np.int32)
+    meta = {"source": str(path), "seq_len": 81, "vocab_size": 11, "num_puzzle_identifiers": 1,
+            "task": "sudoku", "total_groups": n, "mean_puzzle_examples": 1.0}
+    return Examples(inputs, labels.astype(np.int16), np.zeros(n, np.int32), ar, ar.copy(), meta)
+
+
+def _from_built(root: Path, split: str) -> Examples:
+    """Read `<root>/<split>/all__*.npy` (original layout); the label 0 on disk means ignored."""
+    try:  # the tasks helper's reader (validates the layout); fall back to reading the files directly
+        from training.data.dataset import load_split
+    except ImportError:
+        load_split = None
+    if load_split is not None:
+        s = load_split(root, split)
+        inputs, labels, pids = s.inputs, s.labels, s.puzzle_identifiers
+        pidx, gidx, meta = s.puzzle_indices, s.group_indices, dict(s.meta)
+    else:
+        d = root / split
+        if not (d / "dataset.json").is_file():
+            raise DataError(f"{d / 'dataset.json'} not found; build the dataset first or pass a raw CSV")
+        meta = json.loads((d / "dataset.json").read_text())
+        arrays = {k: np.load(d / f"all__{k}.npy", allow_pickle=False)
+                  for k in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")}
+        inputs, labels, pids = arrays["inputs"], arrays["labels"], arrays["puzzle_identifiers"]
+        pidx, gidx = arrays["puzzle_indices"], arrays["group_indices"]
+    ignore_id = int(meta.get("ignore_label_id", 0) or 0)
+    labels = labels.astype(np.int16)
+    labels[labels == ignore_id] = IGNORE
+    meta.setdefault("source", str(root / split))
+    return Examples(inputs, labels, np.asarray(pids, np.int32), np.asarray(pidx, np.int32),
+                    np.asarray(gidx, np.int32), meta)
+
+
+def load_examples(path: str | Path, split: str = "train", limit: int = 0) -> Examples:
+    """Examples from a built dataset dir (its `split`) or a raw Sudoku CSV(.gz) (`split` ignored).
+
+    `limit` keeps the first N puzzles (0 = all).
+    """
+    p = Path(path)
+    if p.is_dir():
+        return _from_built(p, split).head(limit)
+    if p.name.endswith((".csv", ".csv.gz")):
+        return _from_sudoku_csv(p, limit)
+    raise DataError(f"data path {str(p)!r} is neither a built dataset directory nor a .csv/.csv.gz file")
