@@ -165,6 +165,8 @@ class ModelRegistry:
             raise RegistryError("no models to serve: set TRM_MODELS=name=path.safetensors[,...] "
                                 "(no bundled checkpoints found in trm_core/pretrained)")
         self.device = resolve_device(s.device)
+        if s.torch_threads:
+            torch.set_num_threads(s.torch_threads)
         for name, path in specs:
             t0 = time.perf_counter()
             served = self._load_one(name, path)

@@ -403,6 +403,7 @@ class Scheduler:
     def _release(self, r: Request) -> None:
         if r.slot is not None and self.running[r.slot] is r:
             self.running[r.slot] = None
+        r.slot = None
 
     def _finish_unlocked(self, r: Request, status: RequestStatus, now: float) -> Request:
         self._release(r)

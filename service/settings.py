@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)  # empty: CORS off
+    torch_threads: int = Field(0, ge=0)  # intra-op CPU threads; 0 = torch's default (all cores)
     warmup_steps: int = Field(2, ge=0)  # ACT steps run on a full slot pool before "ready"
     log_level: str = "info"
 
