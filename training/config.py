@@ -64,6 +64,7 @@ class OptimConfig:
     grad_clip: float = 0.0
     ema: bool = True
     ema_rate: float = 0.999
+    ema_warmup: bool = False  # decay min(ema_rate, (1+t)/(10+t)); for short runs (the original has none)
 
 
 @dataclass(kw_only=True)

@@ -6,10 +6,11 @@
       m <- m + (1 - b1) * (g - m)                    # lerp, i.e. b1 * m + (1 - b1) * g
       v <- v + (1 - b2) * (g*g - v)
       p <- p - (lr / (1 - b1^t)) * atan2(m, sqrt(v) / sqrt(1 - b2^t))
-  That is Adam with atan2(m_hat, sqrt(v_hat)) in place of m_hat / (sqrt(v_hat) + eps): no epsilon,
-  scale invariant, bounded by pi/2 per element. Unlike lucidrains' adam-atan2-pytorch it has no
-  a/b scales (a=1, b=1) and decays before the moment update; tests/training/test_optim.py checks it
-  against this formula element by element.
+  That is Adam with atan2(m, sqrt(v_hat)) in place of m / (sqrt(v_hat) + eps), the first-moment
+  bias correction kept outside as in the package (not atan2(m_hat, sqrt(v_hat)) of the paper's
+  pseudo-code): no epsilon, scale invariant. Unlike lucidrains' adam-atan2-pytorch it has no a/b
+  scales (a=1, b=1) and decays before the moment update. tests/training/test_optim.py checks it
+  against these formulas element by element.
 - `SparseSignSGD`: the puzzle-embedding optimizer (`CastedSparseEmbeddingSignSGD_Distributed`):
   gathers (grad row, id) pairs from every rank, sums the gradients per unique id, then for those
   rows only: w <- w * (1 - lr * wd) - lr * sign(g).

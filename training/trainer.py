@@ -48,7 +48,9 @@ _TRAIN_SUMS = ("count", "cell", "exact", "q_halt_correct", "halt_step", "lm_loss
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, info: DistInfo) -> None:
+    def __init__(self, cfg: TrainConfig, info: DistInfo, *, train_data: Examples | None = None,
+                 eval_data: Examples | None = None, model: TRM | None = None) -> None:
+        """Build every component from `cfg`; tests may pass data and a model (e.g. an imported original)."""
         self.info = info
         run = cfg.run
         W = info.world_size
@@ -64,12 +66,16 @@ class Trainer:
             torch.set_num_threads(run.num_threads)
 
         # 2. data
-        self.train_data, self.eval_data = self._load_data(cfg)
+        if train_data is None:
+            train_data, eval_data = self._load_data(cfg)
+        self.train_data, self.eval_data = train_data, eval_data
+        if model is not None:
+            cfg = TrainConfig(model=model.config, data=cfg.data, optim=cfg.optim, run=cfg.run)
         cfg = self._fit_model_to_data(cfg, self.train_data)
         self.cfg = cfg
 
         # 3. model (same init on every rank: seeded above, before any rank-dependent randomness)
-        self.model = TRM(cfg.model).to(self.device)
+        self.model = (model if model is not None else TRM(cfg.model)).to(self.device)
         self.model.train()
         torch.manual_seed(seed_for_rank(run.seed, info.rank))
         # 4. compile (CUDA only: compile on CPU costs minutes for little gain here)
@@ -91,7 +97,7 @@ class Trainer:
         self.sparse = (SparseSignSGD(self.model.puzzle_emb, o.puzzle_emb_lr, o.puzzle_emb_weight_decay)
                        if self.model.puzzle_emb is not None else None)
         # 7. EMA
-        self.ema = EMA(self.model, o.ema_rate) if o.ema else None
+        self.ema = EMA(self.model, o.ema_rate, warmup=o.ema_warmup) if o.ema else None
 
         # 8. the slot pool and its data stream
         slots = range(info.rank * self.local_batch, (info.rank + 1) * self.local_batch)
@@ -101,6 +107,7 @@ class Trainer:
         self.labels = torch.full((self.local_batch, cfg.model.seq_len), -100, dtype=torch.long, device=self.device)
         self.halted = torch.ones(self.local_batch, dtype=torch.bool, device=self.device)
         self.step = 0
+        self.last_loss = torch.zeros((), device=self.device)  # loss / nothing divided, of the last step
         self.wall_s = 0.0  # training wall time summed over sessions (resumes)
         self.total_steps = self._total_steps()
         self.metrics = MetricsLog(self.run_dir, enabled=info.is_main, tensorboard=run.tensorboard)
@@ -160,7 +167,16 @@ class Trainer:
         return 10**12  # wall-time budget only; LR is constant after warm-up unless lr_min_ratio < 1
 
     # ---- one ACT step -----------------------------------------------------------------------
-    def train_step(self) -> dict[str, torch.Tensor]:
+    def train_step(self) -> tuple[torch.Tensor, float]:
+        """One ACT step: refill, forward/backward, halting, optimizer step, EMA -> (device sums, lr)."""
+        sums = self.forward_backward()
+        return sums, self.optimizer_step()
+
+    def forward_backward(self) -> torch.Tensor:
+        """Refill halted slots, run one step, backprop loss / global batch, decide halting.
+
+        Returns the step's metric sums over the rows that halted (on device, no sync).
+        """
         cfg, run = self.cfg, self.cfg.run
         max_steps = cfg.model.halt_max_steps
         self.step += 1
@@ -194,8 +210,20 @@ class Trainer:
                 min_halt = (explore * min_steps)[lo:lo + self.local_batch].to(self.device)
                 halted &= steps >= min_halt
             self.halted = halted
+            self.last_loss = loss.detach()
 
-        # optimizer step: clip, LR, dense + sparse, EMA
+        # metrics on the rows that halted now (as the original), kept on device until the log interval
+        with torch.no_grad():
+            h = self.halted
+            return torch.stack([
+                h.sum(), (parts["cell_correct"] * h).sum(), (parts["is_correct"] & h).sum(),
+                (((out.q_halt_logits >= 0) == parts["is_correct"]) & h).sum(), (steps * h).sum(),
+                parts["lm_loss"].detach(), parts["q_halt_loss"].detach(),
+            ]).to(torch.float64)
+
+    def optimizer_step(self) -> float:
+        """Clip, set the scheduled LR, step the dense and sparse optimizers, update the EMA; returns the LR."""
+        cfg = self.cfg
         lr_scale = lr_at(self.step, 1.0, cfg.optim.lr_warmup_steps, self.total_steps, cfg.optim.lr_min_ratio)
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
@@ -208,17 +236,8 @@ class Trainer:
             self.sparse.zero_grad()
         self.optimizer.zero_grad(set_to_none=True)  # free grads as soon as we can
         if self.ema is not None:
-            self.ema.update(self.model)
-
-        # metrics on the rows that halted now (as the original), kept on device until the log interval
-        with torch.no_grad():
-            h = self.halted
-            sums = torch.stack([
-                h.sum(), (parts["cell_correct"] * h).sum(), (parts["is_correct"] & h).sum(),
-                (((out.q_halt_logits >= 0) == parts["is_correct"]) & h).sum(), (steps * h).sum(),
-                parts["lm_loss"].detach(), parts["q_halt_loss"].detach(),
-            ]).to(torch.float64)
-        return {"sums": sums, "lr": torch.tensor(cfg.optim.lr * lr_scale)}
+            self.ema.update(self.model, self.step)
+        return cfg.optim.lr * lr_scale
 
     # ---- the loop ---------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -236,8 +255,8 @@ class Trainer:
             if self.step >= self.total_steps or (run.max_minutes and elapsed >= run.max_minutes * 60):
                 break
             # forward/backward/step for one ACT step
-            out = self.train_step()
-            acc += out["sums"]
+            sums, lr = self.train_step()
+            acc += sums
             steps_log += 1
             bar.update(1)
             # log: the only host syncs of the loop (besides the halted mask) happen here
@@ -248,7 +267,7 @@ class Trainer:
                 s = dict(zip(_TRAIN_SUMS, acc.tolist(), strict=True))
                 n = max(1.0, s["count"])
                 dt = time.perf_counter() - t_log
-                rec = {"step": self.step, "lr": float(out["lr"]), "wall_s": round(self.wall_s, 1),
+                rec = {"step": self.step, "lr": lr, "wall_s": round(self.wall_s, 1),
                        "lm_loss": s["lm_loss"] / (steps_log * run.global_batch_size),
                        "q_halt_loss": s["q_halt_loss"] / (steps_log * run.global_batch_size),
                        "accuracy": s["cell"] / n, "exact_accuracy": s["exact"] / n,
