@@ -92,14 +92,15 @@ def small_arc_tasks(n: int) -> dict[str, dict]:
     return found
 
 
-def make_model(task: str, *, halt_bias: float = -5.0, seed: int = 0, **overrides) -> TRM:
+def make_model(task: str, /, *, halt_bias: float = -5.0, seed: int = 0, **overrides) -> TRM:
+    """A tiny real TRM shaped for `task`; `overrides` go to TRMConfig (task=... may contradict the shape)."""
     shape = {
         "sudoku": {},
         "maze": dict(seq_len=100, vocab_size=6, grid_height=10, grid_width=10),
         "arc": dict(seq_len=ARC_CANVAS * ARC_CANVAS, vocab_size=12, grid_height=ARC_CANVAS, grid_width=ARC_CANVAS,
                     num_puzzle_identifiers=1 + 2 * NUM_ARC_VERSIONS),
     }[task]
-    model = tiny_model(seed=seed, task=task, L_layers=1, H_cycles=1, L_cycles=1, **{**shape, **overrides})
+    model = tiny_model(seed=seed, L_layers=1, H_cycles=1, L_cycles=1, **{"task": task, **shape, **overrides})
     with torch.no_grad():
         model.q_head.bias.fill_(halt_bias)
     return model
