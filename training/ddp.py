@@ -13,6 +13,7 @@ global batch size, exactly as the original, so the summed gradient is the global
 from __future__ import annotations
 
 import datetime
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ class StepModule(nn.Module):
         return self.model.step(carry)
 
 
-def _sum_allreduce_hook(process_group: object, bucket: dist.GradBucket) -> torch.futures.Future:
+def _sum_allreduce_hook(process_group, bucket):  # noqa: ANN001, ANN202 - DDP rejects string annotations
     """Sum gradients across ranks (DDP's default divides by world size; our loss is already /global batch)."""
     fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()
     return fut.then(lambda f: f.value()[0])
@@ -113,13 +114,12 @@ def wrap(model: nn.Module, info: DistInfo) -> nn.Module:
     step_module = StepModule(model)
     if not info.is_distributed:
         return step_module
+    # The puzzle table is a buffer updated identically on every rank by SparseSignSGD; syncing buffers
+    # at every forward would move ~2 GB for ARC. H_init/L_init never change. (Newer torch renamed the flag.)
+    params = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
     ddp = nn.parallel.DistributedDataParallel(
-        step_module,
-        device_ids=[info.device.index] if info.device.type == "cuda" else None,
-        # The puzzle table is a buffer updated identically on every rank by SparseSignSGD; broadcasting
-        # it each step would move ~2 GB for ARC. H_init/L_init never change.
-        broadcast_buffers=False,
-    )
+        step_module, device_ids=[info.device.index] if info.device.type == "cuda" else None, **no_sync)
     ddp.register_comm_hook(None, _sum_allreduce_hook)
     return ddp
 
