@@ -1,0 +1,131 @@
+"""Sudoku dataset builder: raw CSV -> the original on-disk layout, with the original recipe.
+
+Recipe (`dataset/build_sudoku_dataset.py`): train = N puzzles drawn without replacement
+(default 1000) x (1 original + K augmentations, default 1000), each augmentation its own puzzle
+with one example, the original plus its augmentations one group; test = the test CSV without
+augmentation. Tokens: blank 1, digit d -> d + 1; labels = the full solution. Every puzzle id is
+0 (one shared embedding). Unlike the original this is seeded, so a build is reproducible.
+
+The augmentation is `trm_core.tasks.augment.SudokuAug` (the original `shuffle_sudoku`),
+applied here to many puzzles at once with numpy; `apply_sudoku_augs` is tested to equal it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from trm_core.tasks import sudoku
+
+from .csv_source import read_puzzle_csv
+from .dataset import PuzzleSplit, save_identifiers, save_split
+
+__all__ = ["SudokuBuildConfig", "read_sudoku_csv", "random_sudoku_augs", "apply_sudoku_augs", "build_sudoku"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SudokuBuildConfig:
+    train_csv: Path
+    test_csv: Path
+    out: Path
+    subsample: int | None = 1000  # training puzzles drawn without replacement (None = all)
+    num_aug: int = 1000  # augmentations per training puzzle
+    test_limit: int | None = None  # test puzzles kept, a seeded random subset (None = all)
+    min_rating: int | None = None  # keep puzzles with rating >= this (the original's min_difficulty)
+    seed: int = 0
+
+
+def read_sudoku_csv(path: Path, min_rating: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Puzzles and solutions as digit arrays uint8 [N, 9, 9] (0 = blank), every row checked.
+
+    Each question must parse and each answer must be a valid solution of it (`sudoku.verify`);
+    the first bad row fails with the file, line and the codec's message.
+    """
+    rows = read_puzzle_csv(path)
+    if min_rating is not None:
+        rows = [r for r in rows if int(r.rating) >= min_rating]
+    puzzles = np.zeros((len(rows), 9, 9), np.uint8)
+    solutions = np.zeros((len(rows), 9, 9), np.uint8)
+    for i, row in enumerate(tqdm(rows, desc=f"read {path.name}", unit="puzzle", leave=False)):
+        q = sudoku.parse(row.question, loc=(path.name, row.line, "question"))
+        a = sudoku.parse(row.answer, loc=(path.name, row.line, "answer"))
+        problems = sudoku.verify(q, a)
+        if problems:
+            raise ValueError(f"{path} line {row.line}: the answer is not a solution: {'; '.join(problems[:3])}")
+        puzzles[i], solutions[i] = q, a
+    return puzzles, solutions
+
+
+def random_sudoku_augs(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Parameters of n random `SudokuAug`s, drawn as the original `shuffle_sudoku` does."""
+    digits = rng.permuted(np.tile(np.arange(1, 10), (n, 1)), axis=1)
+    within = rng.permuted(np.tile(np.arange(3), (n, 6, 1)), axis=2)  # rows in 3 bands, cols in 3 stacks
+    blocks = rng.permuted(np.tile(np.arange(3), (n, 2, 1)), axis=2)  # band order, stack order
+    perms = (blocks[:, :, :, None] * 3 + within.reshape(n, 2, 3, 3)).reshape(n, 2, 9)
+    return {"digit_map": np.concatenate([np.zeros((n, 1), np.int64), digits], axis=1),
+            "transpose": rng.random(n) < 0.5, "row_perm": perms[:, 0], "col_perm": perms[:, 1]}
+
+
+def apply_sudoku_augs(grids: np.ndarray, augs: dict[str, np.ndarray]) -> np.ndarray:
+    """`SudokuAug.apply` for a batch: grids [n, 9, 9] digits, augs from `random_sudoku_augs`."""
+    x = np.where(augs["transpose"][:, None, None], grids.transpose(0, 2, 1), grids)
+    x = np.take_along_axis(x, augs["row_perm"][:, :, None].repeat(9, axis=2), axis=1)
+    x = np.take_along_axis(x, augs["col_perm"][:, None, :].repeat(9, axis=1), axis=2)
+    n = grids.shape[0]
+    return np.take_along_axis(augs["digit_map"], x.reshape(n, 81).astype(np.int64), axis=1).reshape(n, 9, 9)
+
+
+def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.random.Generator,
+           desc: str) -> PuzzleSplit:
+    n = puzzles.shape[0]
+    per = 1 + num_aug
+    inputs = np.zeros((n * per, 81), np.uint8)
+    labels = np.zeros((n * per, 81), np.uint8)
+    chunk = max(1, 100_000 // per)  # ~100k augmentations per numpy call keeps memory small
+    for lo in tqdm(range(0, n, chunk), desc=desc, unit="chunk"):
+        hi = min(n, lo + chunk)
+        k = hi - lo
+        src_q = np.repeat(puzzles[lo:hi], num_aug, axis=0)
+        src_a = np.repeat(solutions[lo:hi], num_aug, axis=0)
+        q = np.zeros((k, per, 9, 9), np.uint8)
+        a = np.zeros((k, per, 9, 9), np.uint8)
+        q[:, 0], a[:, 0] = puzzles[lo:hi], solutions[lo:hi]  # the first of each group is not augmented
+        if num_aug:
+            augs = random_sudoku_augs(rng, k * num_aug)
+            q[:, 1:] = apply_sudoku_augs(src_q, augs).reshape(k, num_aug, 9, 9)
+            a[:, 1:] = apply_sudoku_augs(src_a, augs).reshape(k, num_aug, 9, 9)
+        inputs[lo * per:hi * per] = q.reshape(-1, 81) + 1  # blank 1, digit d -> d + 1
+        labels[lo * per:hi * per] = a.reshape(-1, 81) + 1
+    ar = np.arange(n * per + 1, dtype=np.int32)
+    meta = {"vocab_size": sudoku.VOCAB_SIZE, "seq_len": 81, "num_puzzle_identifiers": 1,
+            "task": "sudoku", "grid_height": 9, "grid_width": 9}
+    return PuzzleSplit(inputs, labels, np.zeros(n * per, np.int32), ar,
+                       np.arange(0, n * per + 1, per, dtype=np.int32), meta)
+
+
+def build_sudoku(cfg: SudokuBuildConfig) -> dict[str, int]:
+    """Build `cfg.out/{train,test}` and `identifiers.json`; returns example counts per split."""
+    rng = np.random.default_rng(cfg.seed)
+    puzzles, solutions = read_sudoku_csv(cfg.train_csv, cfg.min_rating)
+    if cfg.subsample is not None and cfg.subsample < len(puzzles):
+        keep = rng.choice(len(puzzles), size=cfg.subsample, replace=False)
+        puzzles, solutions = puzzles[keep], solutions[keep]
+    train = _split(puzzles, solutions, cfg.num_aug, rng, "train")
+    puzzles, solutions = read_sudoku_csv(cfg.test_csv, cfg.min_rating)
+    if cfg.test_limit is not None and cfg.test_limit < len(puzzles):
+        keep = np.sort(rng.choice(len(puzzles), size=cfg.test_limit, replace=False))
+        puzzles, solutions = puzzles[keep], solutions[keep]
+    test = _split(puzzles, solutions, 0, rng, "test")
+    source = {"source_train": str(cfg.train_csv), "source_test": str(cfg.test_csv), "seed": cfg.seed}
+    train.meta.update(source, num_aug=cfg.num_aug)
+    test.meta.update(source, num_aug=0)
+    save_split(cfg.out, "train", train)
+    save_split(cfg.out, "test", test)
+    save_identifiers(cfg.out, ["<blank>"])
+    return {"train": train.num_examples, "test": test.num_examples}
