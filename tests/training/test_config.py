@@ -1,0 +1,89 @@
+"""Config files and overrides; every paper config builds the paper's exact model and trains on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import DATA
+from training.config import CONFIG_DIR, ConfigError, load_config, parse_cli
+from training.ddp import DistInfo
+from training.trainer import Trainer
+from trm_core import TRM
+
+PAPER = {"sudoku-mlp": 5_028_866, "sudoku-att": 6_828_034, "maze-att": 6_822_914, "arc1": 6_829_058,
+         "arc2": 6_829_058}
+TRAIN_CSV = DATA / "sudoku" / "forum_hardest_1905_11plus_train_1k.csv"
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_config_builds_the_papers_parameter_count(name):
+    cfg = load_config(CONFIG_DIR / f"{name}.toml")
+    torch.manual_seed(0)
+    assert TRM(cfg.model).num_trainable_params() == PAPER[name]
+    assert cfg.run.global_batch_size == 768 and cfg.optim.lr == 1e-4 and cfg.optim.ema
+    assert cfg.optim.name == "adam_atan2" and cfg.optim.lr_warmup_steps == 2000 and cfg.optim.lr_min_ratio == 1.0
+
+
+def test_paper_hyperparameters_per_task():
+    sudoku = load_config("sudoku-mlp")
+    assert (sudoku.optim.weight_decay, sudoku.optim.puzzle_emb_lr, sudoku.optim.puzzle_emb_weight_decay) == (1.0, 1e-4, 1.0)
+    assert sudoku.model.mlp_t and sudoku.model.pos_encodings == "none" and sudoku.model.L_cycles == 6
+    assert sudoku.run.epochs == 50000
+    arc = load_config("arc1")
+    assert (arc.optim.weight_decay, arc.optim.puzzle_emb_lr, arc.optim.puzzle_emb_weight_decay) == (0.1, 1e-2, 0.1)
+    assert arc.model.L_cycles == 4 and arc.run.epochs == 100000
+    assert load_config("maze-att").model.L_cycles == 4
+
+
+@pytest.mark.parametrize("name", ["sudoku-mlp", "sudoku-att"])
+def test_paper_sudoku_config_takes_a_cpu_step_at_full_size(name, tmp_path):
+    """The exact paper model (not a shrunk one), one optimizer step with global_batch_size=2."""
+    if not TRAIN_CSV.is_file():
+        pytest.skip(f"{TRAIN_CSV} not present")
+    cfg = load_config(name, [f"--data.path={TRAIN_CSV}", "--data.train_limit=4", "--run.global_batch_size=2",
+                             "--run.max_steps=1", f"--run.dir={tmp_path}", "--run.num_threads=1"])
+    trainer = Trainer(cfg, DistInfo())
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    trainer.train_step()
+    assert torch.isfinite(trainer.last_loss)
+    changed = [k for k, v in trainer.model.named_parameters() if not torch.equal(v, before[k])]
+    assert len(changed) == len(before)  # every parameter got a gradient and moved
+
+
+def test_overrides_are_type_checked_and_unknown_keys_listed():
+    cfg = load_config("sudoku-demo", ["--optim.lr=3e-4", "run.max_steps=7", "--run.bf16", "false",
+                                      "--model.hidden_size=32", "--model.puzzle_emb_ndim=32"])
+    assert cfg.optim.lr == 3e-4 and cfg.run.max_steps == 7 and cfg.run.bf16 is False and cfg.model.hidden_size == 32
+    with pytest.raises(ConfigError, match=r"optim\.lrate.*valid keys in \[optim\]:.*'lr'"):
+        load_config("sudoku-demo", ["--optim.lrate=1"])
+    with pytest.raises(ConfigError, match=r"unknown section 'optimizer'"):
+        load_config("sudoku-demo", ["--optimizer.lr=1"])
+    with pytest.raises(ConfigError, match=r"run\.max_steps='many' is not an integer"):
+        load_config("sudoku-demo", ["--run.max_steps=many"])
+    with pytest.raises(ConfigError, match=r"optim\.name='sgd' is not one of"):
+        load_config("sudoku-demo", ["--optim.name=sgd"])
+    with pytest.raises(ConfigError, match=r"hidden_size=100 is not divisible by num_heads=3"):
+        load_config("sudoku-demo", ["--model.hidden_size=100", "--model.num_heads=3", "--model.puzzle_emb_ndim=64"])
+    with pytest.raises(ConfigError, match=r"not found; bundled configs: .*sudoku-mlp"):
+        load_config("no-such-config")
+
+
+def test_toml_unknown_key_fails(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[run]\nmax_steps = 3\nbatch = 4\n')
+    with pytest.raises(ConfigError, match=r"run\.batch.*valid keys in \[run\]"):
+        load_config(path)
+
+
+def test_config_round_trips_through_json():
+    cfg = load_config("arc1")
+    from training.config import TrainConfig
+
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_parse_cli_finds_the_config_among_overrides():
+    assert parse_cli(["sudoku-mlp", "--optim.lr=1e-3"]) == ("sudoku-mlp", ["--optim.lr=1e-3"])
+    assert parse_cli(["--run.seed", "3", "arc1"]) == ("arc1", ["--run.seed", "3"])
+    assert parse_cli(["run.seed=3"]) == (None, ["run.seed=3"])
