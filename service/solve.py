@@ -95,6 +95,12 @@ def _resolve(fut: asyncio.Future[Request], request: Request) -> None:
         fut.set_result(request)
 
 
+def _consume(fut: asyncio.Future) -> None:
+    """Mark a cancelled gather's CancelledError as retrieved (else asyncio logs it as never retrieved)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 async def _wait_disconnect(http: HttpRequest) -> None:
     """Returns when the client goes away (the body has been read, so only http.disconnect is left)."""
     while True:
@@ -141,6 +147,7 @@ async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedO
         raise
 
     all_done = asyncio.ensure_future(asyncio.gather(*futures))
+    all_done.add_done_callback(_consume)
     watchers: set[asyncio.Future] = {all_done}
     gone = asyncio.ensure_future(_wait_disconnect(http)) if http is not None else None
     if gone is not None:

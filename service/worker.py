@@ -35,7 +35,8 @@ class ModelWorker:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._is_closed = False  # no new requests
-        self._is_stopping = False  # thread exits when idle
+        self._is_stopping = False  # thread exits at the top of its loop
+        self._snapshot = scheduler.stats()  # stats as of the last completed step, submit or cancel
         self.num_failed_steps = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -79,13 +80,18 @@ class ModelWorker:
             if self._is_closed or not self.is_alive:
                 raise WorkerClosedError(f"model {self.name} is not taking requests (shutting down)")
             self.scheduler.add_requests(requests)
-            self._cond.notify_all()
+            self._publish()
 
     def cancel(self, request_ids: Sequence[str], status: RequestStatus = RequestStatus.FINISHED_CANCELLED) -> None:
         with self._cond:
             for request_id in request_ids:
                 self.scheduler.cancel(request_id, status)
-            self._cond.notify_all()
+            self._publish()
+
+    def _publish(self) -> None:
+        """Snapshot the stats and wake everyone waiting on the condition. Call with the lock held."""
+        self._snapshot = self.scheduler.stats()
+        self._cond.notify_all()
 
     def stats(self) -> SchedulerStats:
         return self.scheduler.stats()
@@ -94,7 +100,9 @@ class ModelWorker:
         """Block until `predicate(stats)` holds (re-checked after every step and submit) or timeout."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while not predicate(self.scheduler.stats()):
+            # Judge published snapshots only: mid-step the scheduler has freed slots whose metrics
+            # and callbacks have not run yet.
+            while not predicate(self._snapshot):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -126,10 +134,10 @@ class ModelWorker:
                 self.scheduler.abort_all(RequestStatus.FINISHED_ABORTED)
                 self.scheduler.reset_pool()
                 report = None
-            with self._cond:
-                self._cond.notify_all()  # wake wait_until/drain observers
             if report is not None and self.on_step is not None:
                 try:
-                    self.on_step(report)
+                    self.on_step(report)  # before the notify: whoever wakes up sees the metrics too
                 except Exception:
                     logger.exception("model %s: step observer failed", self.name)
+            with self._cond:
+                self._publish()  # wake wait_until/drain observers
