@@ -6,8 +6,8 @@ and for each row we also record the first step at which the learned halting head
 - `exact_accuracy`, `cell_accuracy`, `q_halt_accuracy`: at the fixed last step (the paper's numbers);
 - `learned_exact_accuracy`, `mean_halt_step`: the answer at the learned halting step (the product's
   default policy, trm_core.halting.learned_halt) and how many steps it took on average.
-ARC adds `pass@1`/`pass@2` through the tasks helper's voting evaluator when the data carries the
-augmentation names it needs.
+ARC adds `pass@1`/`pass@2` through the tasks helper's voting evaluator (trm_core.tasks.arc_vote)
+when the data is a full ARC build (identifiers.json + test_puzzles.json beside the splits).
 
 CLI: `trm eval MODEL DATA [--limit N] [--reveal F] [--batch-size B] [--device D]` prints one JSON line.
 DATA is a built dataset directory (its test split) or a raw Sudoku CSV/CSV.gz.
@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,51 @@ def evaluate_model(model: TRM, data: Examples, *, batch_size: int = 256, reveal:
     return result
 
 
+def _gather_rows(t: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Concatenate a per-rank [n_r, ...] tensor over ranks (n_r differ by at most one: padded, then cut)."""
+    if world_size <= 1 or not dist.is_initialized():
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size)]
+    dist.all_gather(sizes, n)
+    width = int(max(int(x) for x in sizes))
+    padded = t.new_zeros((width, *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    parts = [torch.zeros_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(k)] for p, k in zip(parts, sizes, strict=True)])
+
+
+def arc_pass_at_k(result: dict[str, Any], data: Examples, root: str | Path, *, world_size: int = 1,
+                  ks: tuple[int, ...] = (1, 2)) -> dict[str, float]:
+    """ARC pass@K of `evaluate_model(..., predictions=True)` output through the tasks helper's voter.
+
+    Every test example is one augmented version of a task (its puzzle id names the version in
+    `<root>/identifiers.json`); predictions are mapped back to the original frame, identical grids
+    pool their votes, candidates rank by (votes, mean sigmoid(q_halt)), and `<root>/test_puzzles.json`
+    holds the solutions. All ranks return the same numbers.
+    """
+    from trm_core.tasks.arc_vote import ArcVoter, score
+
+    root = Path(root)
+    names = json.loads((root / "identifiers.json").read_text())
+    tests = json.loads((root / "test_puzzles.json").read_text())
+    device = result["preds"].device
+    preds = _gather_rows(result["preds"].to(device), world_size).cpu().numpy()
+    q_halt = _gather_rows(result["q_halt"].to(device), world_size).cpu().numpy()
+    index = _gather_rows(result["index"].to(device), world_size).cpu().numpy()
+    example_pids = data.example_puzzle_ids()
+    voter = ArcVoter()
+    for pred, q, i in zip(preds, q_halt, index, strict=True):
+        voter.add_tokens(names[int(example_pids[i])], data.inputs[i].tolist(), pred.tolist(), float(q))
+    return score(voter, tests, ks=ks)
+
+
+def is_arc_build(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "identifiers.json").is_file() and (p / "test_puzzles.json").is_file()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trm eval", description="Evaluate a model file on a dataset; "
                                      "prints one JSON line of metrics.")
@@ -148,8 +194,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    arc = cfg.task == "arc" and is_arc_build(args.data) and not args.limit and not args.skip
     result = evaluate_model(model, data, batch_size=args.batch_size, reveal=args.reveal,
-                            max_steps=args.max_steps or None, progress=sys.stderr.isatty())
+                            max_steps=args.max_steps or None, progress=sys.stderr.isatty(), predictions=arc)
+    if arc:
+        result.update(arc_pass_at_k(result, data, args.data))
+        for key in ("preds", "q_halt", "index"):
+            result.pop(key)
     result.update({"model": str(args.model), "data": str(args.data), "limit": args.limit, "skip": args.skip,
                    "reveal": args.reveal, "seconds": round(time.perf_counter() - t0, 2), "task": cfg.task})
     print(json.dumps(result, sort_keys=True))  # noqa: T201 - the CLI's output

@@ -154,7 +154,10 @@ def _from_built(root: Path, split: str) -> Examples:
     except ImportError:
         load_split = None
     if load_split is not None:
-        s = load_split(root, split)
+        try:
+            s = load_split(root, split)
+        except (ValueError, OSError) as e:  # DatasetFormatError names the file and the problem
+            raise DataError(f"{root}: {e}") from e
         inputs, labels, pids = s.inputs, s.labels, s.puzzle_identifiers
         pidx, gidx, meta = s.puzzle_indices, s.group_indices, dict(s.meta)
     else:

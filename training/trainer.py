@@ -31,7 +31,7 @@ from trm_core.loss import act_loss
 from .config import ConfigError, TrainConfig
 from .ddp import DistInfo, seed_for_rank, unwrap, wrap
 from .ema import EMA
-from .evaluate import evaluate_model
+from .evaluate import arc_pass_at_k, evaluate_model, is_arc_build
 from .examples import Examples, load_examples
 from .metrics_log import MetricsLog
 from .optim import AdamATan2, SparseSignSGD, lr_at
@@ -305,9 +305,15 @@ class Trainer:
         reveal = d.eval_reveal if d.eval_reveal >= 0 else reveal_fraction(
             self.step, d.reveal_start, d.reveal_end, d.curriculum_steps)
         ctx = self.ema.swapped_in(self.model) if self.ema is not None else nullcontext()
+        arc_root = self.cfg.data.eval_path or self.cfg.data.path
+        arc = self.cfg.model.task == "arc" and is_arc_build(arc_root)
         with ctx:
             res = evaluate_model(self.model, self.eval_data, batch_size=max(1, self.local_batch), reveal=reveal,
-                                 rank=self.info.rank, world_size=self.info.world_size)
+                                 rank=self.info.rank, world_size=self.info.world_size, predictions=arc)
+        if arc:
+            res.update(arc_pass_at_k(res, self.eval_data, arc_root, world_size=self.info.world_size))
+            for key in ("preds", "q_halt", "index"):
+                res.pop(key)
         res.update(step=self.step, reveal=reveal)
         self.metrics.write("eval", res)
         log.info("eval step %d: %s", self.step, json.dumps(res, sort_keys=True))
