@@ -105,8 +105,9 @@ class SparseSignSGD:
             world = dist.get_world_size()
             all_grad = grad.new_empty((world * grad.shape[0], grad.shape[1]))
             all_ids = ids.new_empty((world * ids.shape[0],))
-            dist.all_gather_into_tensor(all_grad, grad.contiguous())
-            dist.all_gather_into_tensor(all_ids, ids.contiguous())
+            gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # renamed in 2.13
+            gather(all_grad, grad.contiguous())
+            gather(all_ids, ids.contiguous())
             grad, ids = all_grad, all_ids
         sparse_step(self.puzzle_emb.weights, grad, ids, self.lr, self.weight_decay)
 

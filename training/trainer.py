@@ -316,7 +316,8 @@ class Trainer:
                 res.pop(key)
         res.update(step=self.step, reveal=reveal)
         self.metrics.write("eval", res)
-        log.info("eval step %d: %s", self.step, json.dumps(res, sort_keys=True))
+        if self.info.is_main:
+            log.info("eval step %d: %s", self.step, json.dumps(res, sort_keys=True))
         return res
 
     # ---- checkpoints ------------------------------------------------------------------------
