@@ -204,14 +204,14 @@ def test_arc_tasks_table_maps_fingerprints_to_versions(arc_build):
     cfg, _ = arc_build
     names = load_identifiers(cfg.out)
     table = json.loads((cfg.out / "arc_tasks.json").read_text())
-    assert table["format"] == "trm-serve/arc-tasks/1" and len(table["tasks"]) == 10
+    assert len(table) == 10 and sum(len(v) for v in table.values()) == len(names) - 1
     evaluation = _task_files("arc-agi-1/evaluation", json.loads((cfg.out / "test_puzzles.json").read_text()))
     for name, raw in evaluation.items():
         posted = {"train": raw["train"], "test": [{"input": p["input"]} for p in raw["test"]]}
-        entry = table["tasks"][arc.task_fingerprint(posted)]
-        assert entry["name"] == name and entry["split"] == "test" and len(entry["versions"]) == 4
-        for pid, k, perm in entry["versions"]:
-            assert parse_version_name(names[pid]) == (name, k, tuple(int(c) for c in perm))
+        versions = table[arc.task_fingerprint(posted)]
+        assert len(versions) == 4 and names[versions[0]["puzzle_id"]] == name  # identity first
+        for v in versions:
+            assert parse_version_name(names[v["puzzle_id"]]) == (name, v["k"], tuple(int(c) for c in v["perm"]))
 
 
 def test_test_split_labels_score_full_marks_through_the_voter(arc_build):
@@ -237,6 +237,8 @@ def test_arc_build_drops_arc2_copies_of_the_evaluation_tasks(tmp_path):
     leaking = [n for n in arc2_first if n in eval_first]
     assert leaking and set(leaking) <= overlap
     assert load_split(tmp_path, "train").meta["dropped_overlapping_test_set"] == len(leaking)
-    table = json.loads((tmp_path / "arc_tasks.json").read_text())["tasks"].values()
-    assert {e["name"] for e in table if e["split"] == "train"} == set(arc2_first) - set(leaking)
-    assert {e["name"] for e in table if e["split"] == "test"} == eval_first
+    names = load_identifiers(tmp_path)
+    kept = {names[versions[0]["puzzle_id"]] for versions in json.loads((tmp_path / "arc_tasks.json").read_text()).values()}
+    assert kept == (set(arc2_first) - set(leaking)) | eval_first
+    test_names = {parse_version_name(names[i])[0] for i in load_split(tmp_path, "test").puzzle_identifiers}
+    assert test_names == eval_first

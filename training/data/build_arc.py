@@ -18,8 +18,8 @@ Recipe (`dataset/build_arc_dataset.py`), seeded (default 42 as the original):
   (same name or same content) are dropped too; both are logged and counted in dataset.json.
 
 Beyond the original, `arc_tasks.json` maps each task's content fingerprint
-(`trm_core.tasks.arc.task_fingerprint`) to its name, split and versions `[puzzle_id, k, perm]`,
-so the service can recognise a posted task and run all its versions (see README.md).
+(`trm_core.tasks.arc.task_fingerprint`) to its versions `{"puzzle_id", "k", "perm"}` (identity
+first), so the service can recognise a posted task and run all its versions (see README.md).
 """
 
 from __future__ import annotations
@@ -236,10 +236,8 @@ def build_arc(cfg: ArcBuildConfig) -> dict[str, int]:
     sizes = {split: _write_split(cfg, split, tasks, ids, rng, dict(meta)) for split in ("train", "test")}
     save_identifiers(cfg.out, names)
     (cfg.out / "test_puzzles.json").write_text(json.dumps({t.name: t.raw for t in tasks if t.is_test}))
-    table = {t.fingerprint: {"name": t.name, "split": "test" if t.is_test else "train",
-                             "versions": [[ids[ti, vi], a.k, "".join(map(str, a.perm))]
-                                          for vi, a in enumerate(t.versions)]}
+    table = {t.fingerprint: [{"puzzle_id": ids[ti, vi], "k": a.k, "perm": "".join(map(str, a.perm))}
+                             for vi, a in enumerate(t.versions)]
              for ti, t in enumerate(tasks)}
-    (cfg.out / "arc_tasks.json").write_text(json.dumps({"format": "trm-serve/arc-tasks/1", "tasks": table},
-                                                       separators=(",", ":")))
+    (cfg.out / "arc_tasks.json").write_text(json.dumps(table, separators=(",", ":")))
     return {**sizes, "tasks": len(tasks), "puzzle_ids": len(names)}
