@@ -31,8 +31,8 @@ from .settings import Settings
 from .solve import RowSpec, resolve_options, run_rows
 
 
-def _match_tasks(served: ServedModel, items: list[Any], locs: list[tuple], max_versions: int
-                 ) -> list[tuple[arc.ArcTask, list[ArcVersion]]]:
+def _match_tasks(served: ServedModel, items: list[Any],
+                 locs: list[tuple]) -> list[tuple[arc.ArcTask, list[ArcVersion]]]:
     """Parse every task and find its versions; one TaskInputError with all problems otherwise."""
     canvas = served.grid_shape[0]
     matched, errors = [], []
@@ -49,7 +49,7 @@ def _match_tasks(served: ServedModel, items: list[Any], locs: list[tuple], max_v
                                 "TRM answers an ARC task only through a puzzle embedding learned for it, so "
                                 "an unseen task needs training first (GET /v1/models lists num_arc_tasks)"))
             continue
-        matched.append((task, versions[:max_versions]))
+        matched.append((task, versions))  # the registry kept the first TRM_ARC_MAX_VERSIONS
     if errors:
         raise TaskInputError(errors)
     return matched
@@ -111,7 +111,7 @@ async def solve_arc(body: SolveOptions, single: Any, batch: list[Any] | None, re
         items, locs = [single], [("body", "task")]
     else:
         items, locs = batch, [("body", "tasks", i) for i in range(len(batch))]
-    matched = _match_tasks(served, items, locs, settings.arc_max_versions)
+    matched = _match_tasks(served, items, locs)
     finished = await run_rows(served, _rows(matched, served.grid_shape[0]), opts,
                               deadline=t0 + settings.request_timeout_s, http=http)
     results, start = [], 0

@@ -117,8 +117,12 @@ def _parse_arc_version(v: Any) -> ArcVersion:
     return ArcVersion(int(v["puzzle_id"]), ArcAug(k, tuple(perm)))
 
 
-def _parse_arc_table(raw: Any, num_ids: int) -> dict[str, list[ArcVersion]]:
-    """metadata `arc_tasks`: {task fingerprint: [version, ...]} (see `_parse_arc_version`)."""
+def _parse_arc_table(raw: Any, num_ids: int, keep: int) -> dict[str, list[ArcVersion]]:
+    """metadata `arc_tasks`: {task fingerprint: [version, ...]} (see `_parse_arc_version`).
+
+    Every entry is checked, but only the first `keep` versions of a task (identity first, as the
+    builder writes them) are kept: a full ARC table has ~1000 per task, the service runs `keep`.
+    """
     if not isinstance(raw, dict) or not raw:
         raise ValueError("metadata 'arc_tasks' is missing or empty; an ARC checkpoint must list the tasks "
                          "it was trained on (task fingerprint -> versions with puzzle_id, k, perm)")
@@ -135,7 +139,8 @@ def _parse_arc_table(raw: Any, num_ids: int) -> dict[str, list[ArcVersion]]:
             if not 0 <= version.puzzle_id < num_ids:
                 raise ValueError(f"arc_tasks[{fp[:12]}...][{i}]: puzzle_id {version.puzzle_id} is outside "
                                  f"the model's puzzle table (0-{num_ids - 1})")
-            parsed.append(version)
+            if len(parsed) < keep:
+                parsed.append(version)
         table[fp] = parsed
     return table
 
@@ -190,7 +195,9 @@ class ModelRegistry:
                                  scheduler=None, worker=None)  # type: ignore[arg-type]  # set below
             _check_config(task, model.config, served.grid_shape)
             if task == "arc":
-                served.arc_tasks = _parse_arc_table(meta.get("arc_tasks"), model.config.num_puzzle_identifiers)
+                # pop: the raw table can be tens of MB and is not needed once parsed
+                served.arc_tasks = _parse_arc_table(meta.pop("arc_tasks", None), model.config.num_puzzle_identifiers,
+                                                    s.arc_max_versions)
         except (FileNotFoundError, CheckpointFormatError, ValueError, OSError) as e:
             raise RegistryError(f"cannot serve model {name!r} from {path}: {e}") from e
         served.scheduler = Scheduler(model.eval(), s.max_batch, s.max_queue, batching=s.batching,

@@ -112,7 +112,8 @@ def arc_table(tasks: dict[str, dict]) -> dict[str, list[dict]]:
     table, pid = {}, 1
     for task in tasks.values():
         versions = [ArcAug()] + [ArcAug.random(rng) for _ in range(NUM_ARC_VERSIONS - 1)]
-        table[arc.task_fingerprint(task)] = [{"puzzle_id": pid + i, "k": v.k, "perm": list(v.perm)}
+        # the ARC builder's format (training/data/build_arc.py): perm as a string of 10 digits
+        table[arc.task_fingerprint(task)] = [{"puzzle_id": pid + i, "k": v.k, "perm": "".join(map(str, v.perm))}
                                              for i, v in enumerate(versions)]
         pid += len(versions)
     return table

@@ -98,6 +98,15 @@ async def test_arc_single_and_batch_vote_over_versions(checkpoints):
         assert len(results[1]["attempts"]) == len(tasks[1]["test"])
 
 
+async def test_arc_runs_at_most_the_configured_versions(checkpoints):
+    task = next(iter(small_arc_tasks(1).values()))
+    async with serve(make_settings(checkpoints, names=("arc",), arc_max_versions=2)) as (app, client):
+        body = (await client.post("/v1/arc/solve", json={"task": task, "max_steps": 1})).json()
+        assert body["num_versions"] == 2 and all(sum(v) <= 2 or v[0] == v[1] for v in body["votes"])
+        stats = app.state.registry.models["arc"].scheduler.stats()
+        assert stats.num_finished == 2 * len(task["test"])  # rows run: versions x test inputs
+
+
 async def test_arc_unknown_task_and_verified_halting_are_refused(checkpoints):
     task = json.loads(json.dumps(next(iter(small_arc_tasks(1).values()))))
     task["train"][0]["output"][0][0] = (task["train"][0]["output"][0][0] + 1) % 10  # different content
