@@ -222,3 +222,15 @@ async def test_models_listing_and_openapi(checkpoints):
         assert {"/v1/sudoku/solve", "/v1/maze/solve", "/v1/arc/solve", "/v1/models"} <= set(spec["paths"])
         assert "422" in spec["paths"]["/v1/sudoku/solve"]["post"]["responses"]
         assert (await client.get("/docs")).status_code == 200
+
+
+async def test_cors_is_off_by_default_and_on_for_listed_origins(checkpoints):
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    async with serve(make_settings(checkpoints, names=("sudoku",))) as (_, client):
+        resp = await client.options("/v1/sudoku/solve", headers=preflight)
+        assert "access-control-allow-origin" not in resp.headers
+    async with serve(make_settings(checkpoints, names=("sudoku",), cors_origins=["https://app.example"])) as (_, c):
+        resp = await c.options("/v1/sudoku/solve", headers=preflight)
+        assert resp.status_code == 200 and resp.headers["access-control-allow-origin"] == "https://app.example"
+        other = await c.options("/v1/sudoku/solve", headers={**preflight, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
