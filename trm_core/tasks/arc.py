@@ -209,9 +209,18 @@ def task_fingerprint(task: dict[str, Any] | ArcTask) -> str:
 
     The service uses it to recognise a posted task among the tasks a checkpoint was trained on
     (`arc_tasks` table, written by the ARC builder). Test outputs are excluded, since a posted
-    task has none; extra keys ("name") are excluded; pair order counts.
+    task has none; extra keys ("name") are excluded. The order of the pairs does not count:
+    ARC-AGI-2 lists many ARC-AGI-1 tasks with their demonstrations reordered, and the original
+    builder's own de-duplication hash (`puzzle_hash`) sorts pairs too.
     """
     if not isinstance(task, ArcTask):
         task = parse_task(task)
-    canonical = json.dumps(task.to_json(), sort_keys=True, separators=(",", ":"))
+
+    def dump(obj: Any) -> str:
+        return json.dumps(obj, separators=(",", ":"))
+
+    canonical = dump({
+        "test": sorted(dump(g) for g in task.test_inputs),
+        "train": sorted(dump({"input": i, "output": o}) for i, o in task.train),
+    })
     return hashlib.sha256(canonical.encode()).hexdigest()

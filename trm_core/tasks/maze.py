@@ -224,8 +224,9 @@ def verify(puzzle: Grid, answer: Grid) -> list[str]:
                 on_route.add((r, c))
             elif got == PATH and given == WALL:
                 violations.append(f"row {r}, column {c}: the path goes through a wall")
-            elif given in (START, GOAL) and got == given:
-                on_route.add((r, c))
+            elif got == given:
+                if given in (START, GOAL):
+                    on_route.add((r, c))
             elif given in (WALL, START, GOAL) or got in (WALL, START, GOAL):
                 violations.append(f"row {r}, column {c}: {_name(given)} was changed to {_name(got)}")
     violations += _route_violations(puzzle, on_route, height, width)
