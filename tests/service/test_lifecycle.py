@@ -142,7 +142,7 @@ async def test_shutdown_drains_in_flight_requests(checkpoints):
 
 
 async def test_metrics_expose_every_metric_and_move_under_load(checkpoints):
-    async with serve(make_settings(checkpoints, names=("sudoku", "sudoku_eager"))) as (_, client):
+    async with serve(make_settings(checkpoints, names=("sudoku", "sudoku_eager"))) as (app, client):
         before = (await client.get("/metrics")).text
         puzzles = sudoku_puzzles(6)
         resps = await asyncio.gather(
@@ -151,6 +151,10 @@ async def test_metrics_expose_every_metric_and_move_under_load(checkpoints):
             client.post("/v1/sudoku/solve", json={"puzzle": "bad"}),
         )
         assert [r.status_code for r in resps] == [200] * 7 + [422]
+        # A response can leave before its worker has recorded the step's metrics; wait for the
+        # workers to publish their last step.
+        for served in app.state.registry.models.values():
+            await wait_for(served.worker, lambda s: s.num_running == 0 and s.num_waiting == 0)
         after = (await client.get("/metrics")).text
     m = dict(model="sudoku", task="sudoku")
     assert sample(before, "trm_requests_total", task="sudoku", status="200") == 0
