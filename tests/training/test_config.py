@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import DATA
+from tests.training.test_eval import tiny_arc  # noqa: F401 - module-scoped fixture (a real ARC build)
 from training.config import CONFIG_DIR, ConfigError, load_config, parse_cli
 from training.ddp import DistInfo
 from training.trainer import Trainer
@@ -52,7 +53,8 @@ def test_paper_sudoku_config_takes_a_cpu_step_at_full_size(name, tmp_path):
     if not TRAIN_CSV.is_file():
         pytest.skip(f"{TRAIN_CSV} not present")
     cfg = load_config(name, [f"--data.path={TRAIN_CSV}", "--data.train_limit=4", "--run.global_batch_size=2",
-                             "--run.max_steps=1", f"--run.dir={tmp_path}", "--run.num_threads=1"])
+                             "--run.max_steps=1", f"--run.dir={tmp_path}", "--run.num_threads=1",
+                             "--optim.lr_warmup_steps=1"])  # the first warm-up LR (5e-8) moves nothing in fp32
     trainer = Trainer(cfg, DistInfo())
     before = {k: v.clone() for k, v in trainer.model.named_parameters()}
     trainer.train_step()
@@ -97,3 +99,32 @@ def test_parse_cli_finds_the_config_among_overrides():
     assert parse_cli(["sudoku-mlp", "--optim.lr=1e-3"]) == ("sudoku-mlp", ["--optim.lr=1e-3"])
     assert parse_cli(["--run.seed", "3", "arc1"]) == ("arc1", ["--run.seed", "3"])
     assert parse_cli(["run.seed=3"]) == (None, ["run.seed=3"])
+
+
+@pytest.fixture(scope="module")
+def tiny_maze(tmp_path_factory):
+    """A real Maze-Hard-style build: 2 generated 30x30 mazes (shortest path > 110), tasks helper's builder."""
+    from training.data.build_maze import MazeBuildConfig, build_maze
+
+    root = tmp_path_factory.mktemp("maze")
+    build_maze(MazeBuildConfig(out=root, generate=True, num_train=2, num_test=2, seed=1))
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["maze-att", "arc1", "arc2"])
+def test_paper_grid_config_takes_a_cpu_step_at_full_size(name, tmp_path, request):
+    """916-position configs at full size: ~20-60 s per step on one core, hence slow."""
+    if name == "maze-att":
+        root = request.getfixturevalue("tiny_maze")
+    else:
+        root, _ = request.getfixturevalue("tiny_arc")
+    cfg = load_config(name, [f"--data.path={root}", "--run.global_batch_size=2", "--run.max_steps=1",
+                             f"--run.dir={tmp_path}", "--run.num_threads=1", "--optim.lr_warmup_steps=1"])
+    trainer = Trainer(cfg, DistInfo())
+    assert trainer.model.num_trainable_params() == PAPER[name]
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    trainer.train_step()
+    assert torch.isfinite(trainer.last_loss)
+    unchanged = [k for k, v in trainer.model.named_parameters() if torch.equal(v, before[k])]
+    assert unchanged == []
