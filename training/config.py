@@ -75,7 +75,7 @@ class RunConfig:
     epochs: int = 0  # paper-style budget: steps = epochs * groups * mean_examples / global_batch_size
     max_steps: int = 0  # optimizer (= ACT) steps; overrides epochs when > 0
     max_minutes: float = 0.0  # stop (and checkpoint) after this much training wall time, summed over resumes
-    resume: bool = True  # continue from <dir>/checkpoint when it exists
+    resume: bool = True  # continue from <dir>/checkpoint when it exists (false: refuse to touch it)
     halt_exploration_prob: float = 0.1
     eval_interval: int = 0  # steps between evaluations (0 = only at the end)
     checkpoint_interval: int = 1000  # steps between resumable checkpoints (0 = only at the end)

@@ -107,12 +107,15 @@ class Trainer:
         self.labels = torch.full((self.local_batch, cfg.model.seq_len), -100, dtype=torch.long, device=self.device)
         self.halted = torch.ones(self.local_batch, dtype=torch.bool, device=self.device)
         self.step = 0
-        self.last_loss = torch.zeros((), device=self.device)  # loss / nothing divided, of the last step
+        self.last_loss = torch.zeros((), device=self.device)  # the last step's summed loss (not divided)
         self.wall_s = 0.0  # training wall time summed over sessions (resumes)
         self.total_steps = self._total_steps()
         self.metrics = MetricsLog(self.run_dir, enabled=info.is_main, tensorboard=run.tensorboard)
         # 9. resume
-        if cfg.run.resume and _has_checkpoint(self.run_dir):
+        if _has_checkpoint(self.run_dir):
+            if not cfg.run.resume:
+                raise ConfigError(f"{self.run_dir} already holds a checkpoint and run.resume=false; use a new "
+                                  "run.dir, delete the old one, or drop --run.resume=false to continue it")
             self.load()
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

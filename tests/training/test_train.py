@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import DATA, tiny_config
-from training.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+from training.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig
 from training.ddp import DistInfo
 from training.train import main as train_main
 from training.trainer import Trainer
@@ -113,3 +113,11 @@ def test_cli_rejects_unknown_override(tmp_path, capsys):
     assert train_main(["sudoku-demo", "--optim.learning_rate=1"]) == 2
     err = capsys.readouterr().err
     assert "optim.learning_rate" in err and "lr" in err
+
+
+def test_resume_false_refuses_to_overwrite_a_checkpoint(tmp_path):
+    Trainer(_cfg(tmp_path, max_steps=1), DistInfo()).train()
+    cfg = _cfg(tmp_path, max_steps=2)
+    cfg.run.resume = False
+    with pytest.raises(ConfigError, match="already holds a checkpoint"):
+        Trainer(cfg, DistInfo())
