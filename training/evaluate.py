@@ -98,7 +98,7 @@ def evaluate_model(model: TRM, data: Examples, *, batch_size: int = 256, reveal:
             (halt_step * has_label).sum(),
         ]).to(torch.float64)
         if predictions:
-            kept_preds.append(pred.cpu())
+            kept_preds.append(pred.to(torch.uint8).cpu())  # tokens < 256; ARC-1 test is ~4e5 x 900
             kept_q.append(out.q_halt_logits.float().cpu())
     if world_size > 1 and dist.is_initialized():
         dist.all_reduce(sums)
@@ -110,7 +110,7 @@ def evaluate_model(model: TRM, data: Examples, *, batch_size: int = 256, reveal:
         "mean_halt_step": s["halt_step"] / n, "max_steps": steps_max,
     }
     if predictions:
-        result["preds"] = torch.cat(kept_preds) if kept_preds else torch.zeros(0, data.seq_len, dtype=torch.long)
+        result["preds"] = torch.cat(kept_preds) if kept_preds else torch.zeros(0, data.seq_len, dtype=torch.uint8)
         result["q_halt"] = torch.cat(kept_q) if kept_q else torch.zeros(0)
         result["index"] = torch.as_tensor(index)
     model.train(was_training)
