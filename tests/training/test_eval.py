@@ -118,3 +118,20 @@ def test_arc_pass_at_k_is_one_for_perfect_predictions(tiny_arc):
     assert scores["pass@2"] == 1.0
     nothing = arc_pass_at_k({**result, "preds": torch.zeros_like(wrong)}, data, root)
     assert nothing == {"pass@1": 0.0, "pass@2": 0.0}
+
+
+def test_eval_cli_on_an_arc_build_reports_pass_at_k(tiny_arc, tmp_path, capsys):
+    root, data = tiny_arc
+    from tests.conftest import tiny_config
+    from trm_core import TRM, save_checkpoint
+
+    num_ids = int(data.meta["num_puzzle_identifiers"])
+    torch.manual_seed(0)
+    model = TRM(tiny_config(seq_len=900, vocab_size=12, task="arc", grid_height=30, grid_width=30, halt_max_steps=2,
+                            H_cycles=1, L_cycles=1, num_puzzle_identifiers=num_ids))
+    path = tmp_path / "arc.safetensors"
+    save_checkpoint(model, path, metadata={"task": "arc"})
+    assert eval_main([str(path), str(root)]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["count"] == data.num_examples and res["task"] == "arc"
+    assert 0.0 <= res["pass@1"] <= res["pass@2"] <= 1.0
