@@ -29,9 +29,9 @@ Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarr
 
 def reveal_fraction(step: int, start: float, end: float, steps: int) -> float:
     """Linear anneal of the revealed-blank fraction over `steps` optimizer steps, then constant `end`."""
-    if steps <= 0:
-        return end
-    t = min(1.0, max(0.0, step / steps))
+    if steps <= 0 or step >= steps:
+        return end  # exactly `end` (start + (end - start) * 1.0 can be off by one ulp)
+    t = max(0.0, step / steps)
     return start + (end - start) * t
 
 
