@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
-
 from trm_core import TRMConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI (pyproject: tomli; python_version < "3.11")
+    import tomli as tomllib
 
 __all__ = ["DataConfig", "OptimConfig", "RunConfig", "TrainConfig", "ConfigError", "load_config",
            "apply_overrides", "parse_cli", "config_help"]
