@@ -32,6 +32,16 @@ def tiny_model(seed: int = 0, **overrides) -> TRM:
     return model.eval()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread for every test: on a shared 2-core machine two threads spinning against
+    other jobs ran 10-100x slower, and the tests measure behaviour, not matmul speed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shared() -> Path:
     if not SHARED.is_dir():

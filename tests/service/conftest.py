@@ -50,16 +50,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    """Intra-op threads spin against each other on a loaded 2-core machine (100x slower steps);
-    the service tests measure scheduling, not matmul speed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def _no_trm_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Settings read TRM_* variables; the developer's shell must not change what tests see."""

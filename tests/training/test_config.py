@@ -12,16 +12,6 @@ from training.ddp import DistInfo
 from training.trainer import Trainer
 from trm_core import TRM
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads against other jobs run ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 PAPER = {"sudoku-mlp": 5_028_866, "sudoku-att": 6_828_034, "maze-att": 6_822_914, "arc1": 6_829_058,
          "arc2": 6_829_058}
 TRAIN_CSV = DATA / "sudoku" / "forum_hardest_1905_11plus_train_1k.csv"

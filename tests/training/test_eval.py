@@ -13,16 +13,6 @@ from training.evaluate import arc_pass_at_k, eval_inputs, evaluate_model
 from training.evaluate import main as eval_main
 from training.examples import load_examples
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads against other jobs run ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TRAIN_CSV = DATA / "sudoku" / "forum_hardest_1905_11plus_train_1k.csv"
 TEST_GZ = DATA / "sudoku" / "forum_hardest_1905_11plus_test.csv.gz"
 ARC_EVAL = DATA / "arc" / "arc-agi-1" / "evaluation"

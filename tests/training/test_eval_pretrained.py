@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.conftest import SHARED
 from training.evaluate import main as eval_main
@@ -24,13 +23,6 @@ CARD = REPO / "trm_core" / "pretrained" / "sudoku.md"
 MODEL = REPO / "trm_core" / "pretrained" / "sudoku.safetensors"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads against other jobs run ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _card_entries() -> list[dict]:

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from tests.conftest import tiny_model
 from training.optim import AdamATan2, SparseSignSGD, lr_at, sparse_step
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads against other jobs run ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _reference_adam_atan2(p, grads, lr, b1, b2, wd):

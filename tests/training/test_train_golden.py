@@ -22,16 +22,6 @@ from training.trainer import Trainer
 from trm_core import import_original
 from trm_core.original import rename_original_keys
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads against other jobs run ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 NAMES = ["sudoku_mlp_t", "arc_att_rope", "maze_att_learned_noprefix"]
 
 
