@@ -127,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(DELEGATED[argv[0]][0])
         return module.main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come before or after options; argparse alone would refuse the latter
+    args, extra = parser.parse_known_args(argv)
+    if extra and not (args.command == "convert-original" and all("=" in e and not e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except (CheckpointFormatError, FileNotFoundError, ValueError) as e:

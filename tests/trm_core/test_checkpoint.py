@@ -116,6 +116,16 @@ def test_convert_original_cli_matches_import(tmp_path, name, shared):
     assert meta["train"]["source"].startswith("original")
 
 
+def test_convert_original_overrides_after_options(tmp_path, shared):
+    out = tmp_path / "maze.safetensors"
+    args = _fixture_args("maze_att_learned_noprefix")
+    assert trm_main(["convert-original", *args, "-o", str(out), "task=maze", "grid_height=7", "grid_width=7"]) == 0
+    loaded, meta = load_checkpoint(out)
+    assert (loaded.config.task, loaded.config.grid_height, meta["task"]) == ("maze", 7, "maze")
+    with pytest.raises(SystemExit):
+        trm_main(["convert-original", *args, "-o", str(out), "--bogus"])
+
+
 def test_import_original_infers_shapes_and_refuses_contradictions(shared):
     state = torch.load(FIXTURES / "arc_att_rope.checkpoint.pt", weights_only=True)
     base = {"num_heads": 4, "H_cycles": 2, "L_cycles": 3, "halt_max_steps": 3, "seq_len": 64,
