@@ -5,8 +5,8 @@ token arrays plus the puzzle/group offsets the original sampler walks. Labels us
 "ignored" here (the files store 0, the original loader maps it; so do we).
 
 Two sources:
-- a built dataset directory (`<dir>/<split>/dataset.json` + `all__*.npy`), read through the tasks
-  helper's `training.data.dataset.load_split` when available;
+- a built dataset directory (`<dir>/<split>/dataset.json` + `all__*.npy`), read and validated by
+  `training.data.dataset.load_split`;
 - a raw Sudoku CSV or CSV.gz (`source,question,answer,rating`, '.' or '0' blank): one puzzle per row,
   one example per puzzle, puzzle id 0, each puzzle its own group (what the Sudoku builder writes
   before augmentation). This lets `trm eval` and small runs read ../shared/data files directly.
@@ -17,12 +17,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .data.dataset import load_split
 
 __all__ = ["Examples", "DataError", "load_examples", "read_sudoku_csv", "SUDOKU_BLANK"]
 
@@ -148,27 +149,13 @@ def _from_sudoku_csv(path: Path, limit: int) -> Examples:
 
 
 def _from_built(root: Path, split: str) -> Examples:
-    """Read `<root>/<split>/all__*.npy` (original layout); the label 0 on disk means ignored."""
-    try:  # the tasks helper's reader (validates the layout); fall back to reading the files directly
-        from training.data.dataset import load_split
-    except ImportError:
-        load_split = None
-    if load_split is not None:
-        try:
-            s = load_split(root, split)
-        except (ValueError, OSError) as e:  # DatasetFormatError names the file and the problem
-            raise DataError(f"{root}: {e}") from e
-        inputs, labels, pids = s.inputs, s.labels, s.puzzle_identifiers
-        pidx, gidx, meta = s.puzzle_indices, s.group_indices, dict(s.meta)
-    else:
-        d = root / split
-        if not (d / "dataset.json").is_file():
-            raise DataError(f"{d / 'dataset.json'} not found; build the dataset first or pass a raw CSV")
-        meta = json.loads((d / "dataset.json").read_text())
-        arrays = {k: np.load(d / f"all__{k}.npy", allow_pickle=False)
-                  for k in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")}
-        inputs, labels, pids = arrays["inputs"], arrays["labels"], arrays["puzzle_identifiers"]
-        pidx, gidx = arrays["puzzle_indices"], arrays["group_indices"]
+    """Read `<root>/<split>/all__*.npy` (original layout) via `load_split`; the label 0 on disk means ignored."""
+    try:
+        s = load_split(root, split)
+    except (ValueError, OSError) as e:  # DatasetFormatError names the file and the problem
+        raise DataError(f"{root}: {e}") from e
+    inputs, labels, pids = s.inputs, s.labels, s.puzzle_identifiers
+    pidx, gidx, meta = s.puzzle_indices, s.group_indices, dict(s.meta)
     ignore_id = int(meta.get("ignore_label_id", 0) or 0)
     labels = labels.astype(np.int16)
     labels[labels == ignore_id] = IGNORE
