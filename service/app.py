@@ -9,9 +9,11 @@ ones finish (up to TRM_DRAIN_TIMEOUT_S), then the workers stop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,7 +26,13 @@ from trm_core.tasks import TaskInputError
 
 from .deps import AuthError
 from .metrics import Metrics
-from .middleware import PROBLEM_JSON, BodyLimitMiddleware, RequestMetricsMiddleware, problem_body
+from .middleware import (
+    PROBLEM_JSON,
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    RequestMetricsMiddleware,
+    problem_body,
+)
 from .registry import ModelRegistry, UnknownModelError
 from .routes import arc, maze, sudoku, system
 from .scheduler import QueueFullError
@@ -106,6 +114,15 @@ def _install_error_handlers(app: FastAPI) -> None:
                         f"{type(exc).__name__} while handling the request; the server log has the traceback")
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a checkpoint: model identity for /metrics without exposing filesystem paths."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def create_app(settings: Settings | None = None, *, registry: ModelRegistry | None = None) -> FastAPI:
     """Build the app. `registry` may be pre-loaded (the CLI loads before binding the port)."""
     settings = settings if settings is not None else Settings()
@@ -118,10 +135,11 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         if not registry.is_loaded:
             await asyncio.to_thread(registry.load)  # blocking torch work, off the event loop
         for m in registry.models.values():
+            sha256 = await asyncio.to_thread(file_sha256, m.path)
             metrics.model_info.labels(m.name).info({
                 "task": m.task, "device": str(m.model.device), "num_params": str(m.model.num_trainable_params()),
                 "halt_max_steps": str(m.config.halt_max_steps), "num_slots": str(m.scheduler.num_slots),
-                "batching": m.scheduler.batching, "is_default": str(m.is_default).lower(), "path": str(m.path)})
+                "batching": m.scheduler.batching, "is_default": str(m.is_default).lower(), "sha256": sha256})
         registry.start(on_step=lambda m, report: metrics.observe_step(m.name, m.task, report))
         metrics.ready.set(1)
         logger.info("ready: %s", ", ".join(f"{m.name} ({m.task})" for m in registry.models.values()))
@@ -143,8 +161,11 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
     _install_error_handlers(app)
     for router in (sudoku.router, maze.router, arc.router, system.router):
         app.include_router(router)
-    # Added innermost first: metrics sees every response (413 and CORS preflights included).
+    # Added innermost first: metrics sees every response (401, 413 and CORS preflights included);
+    # the key is checked before the body is read; CORS headers go on 401s too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])

@@ -1,4 +1,8 @@
-"""Pure ASGI middleware: the request-body size limit and per-request HTTP metrics.
+"""Pure ASGI middleware: the API key, the request-body size limit and per-request HTTP metrics.
+
+The API key is checked from the headers alone, before a byte of the body is read: an
+unauthenticated client learns nothing about the parser or the limits (always 401) and cannot make
+the server buffer a body.
 
 The body limit counts the bytes actually received, so a client that sends no Content-Length (or a
 false one, or a chunked body) cannot get past it; the body is buffered (at most `max_bytes`) and
@@ -7,6 +11,7 @@ replayed to the app, after which `receive` is the server's again (so disconnects
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from typing import Any
@@ -33,6 +38,28 @@ async def send_problem(send: Send, status: int, slug: str, title: str, detail: s
                 "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+class ApiKeyMiddleware:
+    """401 for /v1/* without `Authorization: Bearer <key>` (constant-time compare), before the body.
+
+    CORS preflights (OPTIONS) pass: browsers never send credentials on them.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app, self.key = app, api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or not scope.get("path", "").startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope.get("headers", []) if name == b"authorization"), None)
+        scheme, _, credentials = (given or b"").partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.key):
+            await self.app(scope, receive, send)
+            return
+        detail = "missing API key: send 'Authorization: Bearer <key>'" if given is None else "wrong API key"
+        await send_problem(send, 401, "unauthorized", "Unauthorized", detail, [(b"www-authenticate", b"Bearer")])
 
 
 class BodyLimitMiddleware:

@@ -58,8 +58,9 @@ class SolveOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str | None = Field(None, description="model name (GET /v1/models); default: the task's default model")
-    max_steps: int | None = Field(None, ge=1, description="ACT step budget per puzzle; default: the model's "
-                                                          "halt_max_steps; capped by the server's limit")
+    max_steps: int | None = Field(None, ge=1, strict=True,  # strict: JSON true is not 1
+                                  description="ACT step budget per puzzle; default: the model's "
+                                              "halt_max_steps; capped by the server's limit")
     halting: Literal["learned", "verified", "fixed"] | None = Field(
         None, description="learned: the model's halting head decides; verified (Sudoku, Maze): stop as soon "
                           "as the answer passes the rule check; fixed: always run max_steps")
