@@ -68,29 +68,39 @@ def _mapped_back(v: ArcVersion, tokens: list[int], canvas: int) -> arc.Grid:
 
 def _task_result(served: ServedModel, task: arc.ArcTask, versions: list[ArcVersion], rows: list[Request],
                  t0: float, metrics: Metrics | None) -> dict[str, Any]:
+    """Vote per test input over the well-formed predictions only: a version whose answer is not a grid
+    (the canvas origin left blank, so nothing decodes) is reported in `violations`, never as an attempt.
+    `valid` is None: whether an ARC answer is right is unknowable without the task's solution."""
     canvas = served.grid_shape[0]
     voter = ArcVoter()
     attempts, votes, confidences, violations, trajectory = [], [], [], [], []
     for i, test_input in enumerate(task.test_inputs):
         its_rows = rows[i * len(versions):(i + 1) * len(versions)]
+        malformed: Counter[str] = Counter()
         for v, r in zip(versions, its_rows, strict=True):
-            voter.add(str(i), test_input, _mapped_back(v, r.answer, canvas), r.q_halt_logit)  # type: ignore[arg-type]
+            pred = _mapped_back(v, r.answer, canvas)  # type: ignore[arg-type]
+            problems = arc.verify(test_input, pred)
+            if problems:
+                malformed[problems[0]] += 1
+            else:
+                voter.add(str(i), test_input, pred, r.q_halt_logit)  # type: ignore[arg-type]
+        violations += [f"test {i}: {n} of {len(versions)} versions gave no well-formed grid ({msg}); not voted"
+                       for msg, n in malformed.items()]
         ranked = voter.ranked(str(i), test_input)[:2]
         ranked += ranked[:1] * (2 - len(ranked))  # every version agreed: attempt 2 repeats attempt 1
-        attempts.append([c.grid for c in ranked])
+        attempts.append([c.grid for c in ranked])  # [] when no version gave a grid (named in violations)
         votes.append([c.votes for c in ranked])
-        confidences.append(ranked[0].mean_confidence)
-        for a, c in enumerate(ranked):
-            violations += [f"test {i}, attempt {a + 1}: {msg}" for msg in arc.verify(test_input, c.grid)]
+        if ranked:
+            confidences.append(ranked[0].mean_confidence)
         if its_rows[0].return_steps:
             trajectory.append([_mapped_back(versions[0], tokens, canvas) for tokens in its_rows[0].trajectory])
     if metrics is not None:
-        metrics.observe_answer(served.name, "arc", not violations)
+        metrics.observe_answer(served.name, "arc", None)
     result = {
-        "attempts": attempts, "votes": votes, "valid": not violations, "violations": violations,
+        "attempts": attempts, "votes": votes, "valid": None, "violations": violations,
         "steps": max(r.steps for r in rows),
         "halt_reason": Counter(r.halt_reason for r in rows).most_common(1)[0][0],
-        "confidence": sum(confidences) / len(confidences), "num_versions": len(versions),
+        "confidence": sum(confidences) / len(confidences) if confidences else 0.0, "num_versions": len(versions),
         "timings": {"queue_s": max((r.admitted_time or r.arrival_time) - r.arrival_time for r in rows),
                     "compute_s": max((r.finished_time or 0.0) - (r.admitted_time or r.arrival_time) for r in rows),
                     "total_s": time.monotonic() - t0},

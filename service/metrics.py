@@ -112,8 +112,9 @@ class Metrics:
         self.requests.labels(task, str(status)).inc()
         self.request_duration.labels(task).observe(duration_s)
 
-    def observe_answer(self, model: str, task: str, is_valid: bool) -> None:
-        self.answers.labels(model, task, "true" if is_valid else "false").inc()
+    def observe_answer(self, model: str, task: str, is_valid: bool | None) -> None:
+        """`is_valid` None (ARC: no rule check decides correctness) counts as valid="unknown"."""
+        self.answers.labels(model, task, "unknown" if is_valid is None else "true" if is_valid else "false").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -140,10 +140,13 @@ class MazeSolveResult(_SolveResultBase):
 class ArcSolveResult(BaseModel):
     attempts: list[list[list[list[int]]]] = Field(
         description="[[attempt 1, attempt 2] per test input], ranked by votes over augmented versions, then "
-                    "confidence; attempt 2 repeats attempt 1 when every version agreed")
+                    "confidence; attempt 2 repeats attempt 1 when every version agreed; [] for a test input "
+                    "where no version gave a well-formed grid")
     votes: list[list[int]] = Field(description="versions that voted for each attempt")
-    valid: bool = Field(description="every attempt is a well-formed grid (ARC correctness is unknowable)")
-    violations: list[str]
+    valid: None = Field(description="always null: ARC has no rule check, so whether an attempt is right is "
+                                    "unknown without the task's solution (Sudoku and Maze: true = passed the rules)")
+    violations: list[str] = Field(description="problems of form only: versions whose answer was not a well-formed "
+                                              "grid (those are never voted into `attempts`)")
     steps: int = Field(description="most ACT steps any row of this task ran")
     halt_reason: HaltReason = Field(description="the most frequent halting reason over the task's rows")
     confidence: float = Field(description="mean sigmoid(q_halt) of the rows that voted for the first attempts")

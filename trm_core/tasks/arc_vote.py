@@ -3,22 +3,23 @@
 Follows the original `evaluators/arc.py`: each prediction (and its test input) is mapped back
 through its version's inverse transform, predictions are grouped by (task, original test
 input), identical grids pool their votes, and candidates rank by vote count, then by mean
-sigmoid(q_halt) (float64); the top two are the attempts. A test pair counts for pass@K when its
-solution is among the top K; a task scores the fraction of its test pairs solved; pass@K is the
-mean over tasks.
+sigmoid(q_halt) (float64, computed by torch's kernel as there, see `sigmoid`); the top two are the
+attempts; equal candidates keep the order in which they first arrived (a stable sort, as there).
+A test pair counts for pass@K when its solution is among the top K; a task scores the fraction of
+its test pairs solved; pass@K is the mean over tasks.
 
 Differences from the original, on purpose: votes are never carried over between evaluations
 unless the caller keeps the same `ArcVoter` (the original's `aggregated_voting` accumulated
 across checkpoints by default), and a test input without any prediction gets the placeholder
 attempt [[0]] in the submission instead of being left out (which misaligned the list).
-Stdlib only; the service uses it to answer POST /v1/arc/solve.
+Stdlib plus torch (imported when the first confidence is computed); the service uses it to answer
+POST /v1/arc/solve.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,23 @@ _Key = tuple[tuple[int, ...], ...]
 PLACEHOLDER: Grid = [[0]]
 
 
+# The original applies `.to(torch.float64).sigmoid()` to whole eval batches, which torch computes with
+# its vector kernel; a lone element goes through the scalar kernel instead (libm exp), and the two differ
+# by an ulp for ~3% of logits. A run of this many copies of the logit takes the vector kernel on every
+# CPU torch dispatches to (a chunk is two vectors: 16 doubles with AVX-512).
+_VECTOR_ROWS = 64
+
+
 def sigmoid(x: float) -> float:
-    """Numerically stable logistic function (q_halt logit -> halting confidence)."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
+    """q_halt logit -> halting confidence, bit for bit as the original evaluator (torch float64 sigmoid).
+
+    Exactness matters only for ties: two candidates with equal votes whose confidences tie exactly in
+    the original (e.g. logits x, -x against y, -y) must tie here too, so arrival order decides; a
+    hand-written float64 logistic differs by up to 3 ulp and flips such rankings.
+    """
+    import torch  # here, not at module level: voting on stored predictions needs no torch until now
+
+    return torch.full((_VECTOR_ROWS,), float(x), dtype=torch.float64).sigmoid()[0].item()
 
 
 def _key(grid: Sequence[Sequence[int]]) -> _Key:
