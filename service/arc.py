@@ -23,6 +23,7 @@ from starlette.requests import Request as HttpRequest
 from trm_core.tasks import TaskInputError, arc
 from trm_core.tasks.arc_vote import ArcVoter
 
+from .admission import check_batch_rows, validate
 from .metrics import Metrics
 from .registry import ArcVersion, ModelRegistry, ServedModel
 from .scheduler import Request
@@ -121,7 +122,8 @@ async def solve_arc(body: SolveOptions, single: Any, batch: list[Any] | None, re
         items, locs = [single], [("body", "task")]
     else:
         items, locs = batch, [("body", "tasks", i) for i in range(len(batch))]
-    matched = _match_tasks(served, items, locs)
+    check_batch_rows(len(items), served, locs[0][:2])  # every task needs a row: refuse before matching
+    matched = await validate(_match_tasks, served, items, locs, num_items=len(items))
     finished = await run_rows(served, _rows(matched, served.grid_shape[0]), opts,
                               deadline=t0 + settings.request_timeout_s, http=http)
     results, start = [], 0

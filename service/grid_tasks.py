@@ -18,6 +18,7 @@ from starlette.requests import Request as HttpRequest
 from trm_core.tasks import TaskInputError, maze, sudoku
 from trm_core.tasks.arc_vote import sigmoid
 
+from .admission import check_batch_rows, validate
 from .metrics import Metrics
 from .registry import ModelRegistry, ServedModel
 from .scheduler import Request
@@ -117,7 +118,8 @@ async def solve_grid(task: GridTask, body: SolveOptions, single: Any, batch: lis
         items, locs = [single], [("body", "puzzle")]
     else:
         items, locs = batch, [("body", "puzzles", i) for i in range(len(batch))]
-    grids = parse_all(task, items, locs, served)
+    check_batch_rows(len(items), served, locs[0][:2])  # before parsing: an oversized batch costs nothing
+    grids = await validate(parse_all, task, items, locs, served, num_items=len(items))
     rows = [RowSpec(tokens=task.encode(g), accept=_accept(task, served, g) if opts.halting == "verified" else None)
             for g in grids]
     deadline = t0 + settings.request_timeout_s

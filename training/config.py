@@ -44,8 +44,9 @@ class DataConfig:
     train_limit: int = 0  # raw CSV only: use the first N puzzles (0 = all)
     holdout: int = 0  # raw CSV only: keep the last N training puzzles out, to evaluate in-distribution
     augment: bool = False  # online augmentation per drawn example (Sudoku: digits, bands, stacks, transpose)
-    # curriculum (Sudoku): reveal a fraction of the blank cells from the solution, annealed linearly
-    # from reveal_start to reveal_end over curriculum_steps optimizer steps (0/0 = off, the paper).
+    # curriculum (Sudoku, Maze): reveal a fraction of the cells to fill in (Sudoku blanks, maze path cells)
+    # from the answer, annealed linearly from reveal_start to reveal_end over curriculum_steps optimizer
+    # steps (0/0 = off, the paper).
     reveal_start: float = 0.0
     reveal_end: float = 0.0
     curriculum_steps: int = 0
@@ -112,8 +113,8 @@ class TrainConfig:
             value = getattr(self.data, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"data.{name}={value} must be a fraction in [0, 1]")
-        if (self.data.reveal_start or self.data.reveal_end) and self.model.task != "sudoku":
-            raise ConfigError(f"data.reveal_* (the given-revealing curriculum) is for Sudoku; "
+        if (self.data.reveal_start or self.data.reveal_end) and self.model.task not in ("sudoku", "maze"):
+            raise ConfigError(f"data.reveal_* (the answer-revealing curriculum) is for Sudoku and Maze; "
                               f"model.task={self.model.task!r}. Set data.reveal_start=0 data.reveal_end=0.")
         if self.run.epochs <= 0 and self.run.max_steps <= 0 and self.run.max_minutes <= 0:
             raise ConfigError("no training budget: set run.max_steps, run.epochs or run.max_minutes")

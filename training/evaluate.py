@@ -29,6 +29,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from trm_core import TRM, load_checkpoint
+from trm_core.halting import halt_mask
 
 from .examples import DataError, Examples, load_examples
 from .stream import reveal_givens
@@ -41,7 +42,7 @@ _SUMS = ("count", "exact", "cell", "q_halt_correct", "learned_exact", "halt_step
 
 
 def eval_inputs(data: Examples, reveal: float, seed: int = 0) -> np.ndarray:
-    """The evaluation inputs, with a deterministic fraction of blanks revealed (Sudoku curriculum)."""
+    """The evaluation inputs, with a deterministic fraction of the cells to fill in revealed (curriculum)."""
     if reveal <= 0:
         return data.inputs
     rng = np.random.default_rng([seed, 0xE7A1])
@@ -85,7 +86,7 @@ def evaluate_model(model: TRM, data: Examples, *, batch_size: int = 256, reveal:
             carry, out = model.step(carry)
             pred = out.logits.argmax(-1)
             # rows whose learned policy fires now (first time), or at the last step
-            fire = (halt_step == 0) & ((out.q_halt_logits > 0) | (carry.steps >= steps_max))
+            fire = (halt_step == 0) & halt_mask(out.q_halt_logits, carry.steps, steps_max, mode="learned")
             learned_pred = torch.where(fire[:, None], pred, learned_pred)
             halt_step = torch.where(fire, carry.steps.long(), halt_step)
         hits = (pred == labels) & valid
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="evaluate the first N puzzles (0 = all)")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N puzzles (after --limit counts)")
     parser.add_argument("--reveal", type=float, default=0.0,
-                        help="Sudoku: fraction of blank cells revealed from the solution (seeded; 0 = as given)")
+                        help="fraction of the cells to fill in (Sudoku blanks, maze path cells) revealed from "
+                             "the answer (seeded; 0 = as given)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-steps", type=int, default=0, help="ACT steps (0 = the model's halt_max_steps)")
     parser.add_argument("--device", default="cpu")

@@ -8,8 +8,11 @@ examples in random order). Because a slot's draws depend only on (seed, slot, dr
 with W ranks (rank r owning slots [r*B/W, (r+1)*B/W)) draws exactly what one process with the same
 global batch draws, and resuming needs nothing but the per-slot draw counters.
 
-Curriculum (Sudoku, `data.reveal_*`): a fraction of the blank cells is filled in from the solution,
-annealed from reveal_start to reveal_end; the puzzles stay real, only easier early on.
+Curriculum (Sudoku and Maze, `data.reveal_*`): a fraction of the cells the model must fill in is
+copied from the answer into the input, annealed from reveal_start to reveal_end; the puzzles stay
+real, only easier early on. Sudoku: blanks get their digit. Maze: cells of the shortest path get
+'o' (the codec accepts 'o' in a puzzle), so the model first learns to join the revealed dots and
+then, as the fraction falls, to find the path alone.
 Augmentation (`data.augment`): an example is transformed with its own seeded RNG as it is drawn.
 """
 
@@ -19,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .examples import SUDOKU_BLANK, Examples
+from .examples import Examples
 
 __all__ = ["SlotStream", "reveal_fraction", "reveal_givens", "Augment"]
 
@@ -36,11 +39,17 @@ def reveal_fraction(step: int, start: float, end: float, steps: int) -> float:
 
 
 def reveal_givens(inputs: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Copy the solution into each blank cell of a Sudoku with probability `fraction` (inputs [..., 81])."""
+    """Copy the answer into each cell to fill in with probability `fraction` (inputs, labels [..., L]).
+
+    The cells to fill in are those where the label differs from the input and is a real token
+    (> 0; PAD and ignored labels are never copied): a Sudoku's blanks (its givens equal the
+    solution) and a maze's path cells (open ' ' in the input, 'o' in the answer). One uniform draw
+    per cell in either case, so a seeded reveal does not depend on the task.
+    """
     if fraction <= 0:
         return inputs
-    blank = inputs == SUDOKU_BLANK
-    reveal = blank & (rng.random(inputs.shape) < fraction)
+    to_fill = (inputs != labels) & (labels > 0)
+    reveal = to_fill & (rng.random(inputs.shape) < fraction)
     return np.where(reveal, labels, inputs).astype(inputs.dtype)
 
 
