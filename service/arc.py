@@ -21,7 +21,7 @@ from typing import Any
 from starlette.requests import Request as HttpRequest
 
 from trm_core.tasks import TaskInputError, arc
-from trm_core.tasks.arc_vote import ArcVoter
+from trm_core.tasks.arc_vote import ArcVoter, sigmoid
 
 from .admission import check_batch_rows, validate
 from .metrics import Metrics
@@ -74,7 +74,7 @@ def _task_result(served: ServedModel, task: arc.ArcTask, versions: list[ArcVersi
     `valid` is None: whether an ARC answer is right is unknowable without the task's solution."""
     canvas = served.grid_shape[0]
     voter = ArcVoter()
-    attempts, votes, confidences, violations, trajectory = [], [], [], [], []
+    attempts, votes, confidences, violations, trajectory, trajectory_conf = [], [], [], [], [], []
     for i, test_input in enumerate(task.test_inputs):
         its_rows = rows[i * len(versions):(i + 1) * len(versions)]
         malformed: Counter[str] = Counter()
@@ -95,6 +95,7 @@ def _task_result(served: ServedModel, task: arc.ArcTask, versions: list[ArcVersi
             confidences.append(ranked[0].mean_confidence)
         if its_rows[0].return_steps:
             trajectory.append([_mapped_back(versions[0], tokens, canvas) for tokens in its_rows[0].trajectory])
+            trajectory_conf.append([sigmoid(q) for q in its_rows[0].trajectory_q_halt])
     if metrics is not None:
         metrics.observe_answer(served.name, "arc", None)
     result = {
@@ -109,6 +110,7 @@ def _task_result(served: ServedModel, task: arc.ArcTask, versions: list[ArcVersi
     }
     if rows[0].return_steps:
         result["trajectory"] = trajectory
+        result["trajectory_confidence"] = trajectory_conf
     return result
 
 

@@ -105,6 +105,7 @@ def build_result(task: GridTask, served: ServedModel, puzzle: Any, r: Request, t
     }
     if r.return_steps:
         result["trajectory"] = [task.decode(tokens, served) for tokens in r.trajectory]
+        result["trajectory_confidence"] = [sigmoid(q) for q in r.trajectory_q_halt]
     return result
 
 

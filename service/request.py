@@ -56,6 +56,7 @@ class Request:
     q_halt_logit: float = math.nan
     halt_reason: str | None = None  # "learned" | "verified" | "budget" when FINISHED_HALTED
     trajectory: list[list[int]] = field(default_factory=list)
+    trajectory_q_halt: list[float] = field(default_factory=list)  # q_halt logit after each step (return_steps)
 
     def __post_init__(self) -> None:
         if self.halting not in HALTING_MODES:

@@ -295,6 +295,7 @@ class Scheduler:
                 tokens = result.preds[slot].tolist()
                 if r.return_steps:
                     r.trajectory.append(tokens)
+                    r.trajectory_q_halt.append(q)
             reason = None
             if r.halting == "verified":
                 if r.accept(tokens):  # type: ignore[misc]  # __post_init__ guarantees it

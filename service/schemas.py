@@ -130,11 +130,15 @@ class _SolveResultBase(BaseModel):
 class SudokuSolveResult(_SolveResultBase):
     solution: list[list[int]] = Field(description="9 rows of 9 digits (0 where the model left a cell blank)")
     trajectory: list[list[list[int]]] | None = Field(None, description="the answer after each step (return_steps)")
+    trajectory_confidence: list[float] | None = Field(
+        None, description="sigmoid(q_halt) after each step, aligned with trajectory (return_steps)")
 
 
 class MazeSolveResult(_SolveResultBase):
     solution: list[str] = Field(description="the maze with the path marked 'o'")
     trajectory: list[list[str]] | None = Field(None, description="the answer after each step (return_steps)")
+    trajectory_confidence: list[float] | None = Field(
+        None, description="sigmoid(q_halt) after each step, aligned with trajectory (return_steps)")
 
 
 class ArcSolveResult(BaseModel):
@@ -155,6 +159,8 @@ class ArcSolveResult(BaseModel):
     model: str
     trajectory: list[list[list[list[int]]]] | None = Field(
         None, description="per test input: the first version's answer after each step, mapped back (return_steps)")
+    trajectory_confidence: list[list[float]] | None = Field(
+        None, description="per test input: the first version's sigmoid(q_halt) after each step (return_steps)")
 
 
 class SudokuBatchResponse(BaseModel):

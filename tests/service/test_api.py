@@ -69,7 +69,7 @@ async def test_maze_single_and_batch(checkpoints):
         one = await client.post("/v1/maze/solve", json={"puzzle": MAZE, "max_steps": 2, "return_steps": True})
         assert one.status_code == 200, one.text
         body = one.json()
-        assert set(body) == RESULT_KEYS | {"trajectory"} and len(body["trajectory"]) == 2
+        assert set(body) == RESULT_KEYS | {"trajectory", "trajectory_confidence"} and len(body["trajectory"]) == 2
         assert len(body["solution"]) == 10 and all(len(row) == 10 for row in body["solution"])
         assert body["violations"] == maze.verify(MAZE, body["solution"])
         flipped = [row[::-1] for row in MAZE]
