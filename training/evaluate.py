@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from trm_core import TRM, load_checkpoint
 from trm_core.halting import halt_mask
+from trm_core.loss import IGNORE_LABEL
 
 from .examples import DataError, Examples, load_examples
 from .stream import reveal_givens
@@ -39,6 +40,29 @@ __all__ = ["evaluate_model", "eval_inputs", "main"]
 log = logging.getLogger(__name__)
 
 _SUMS = ("count", "exact", "cell", "q_halt_correct", "learned_exact", "halt_step")
+
+
+_MAZE_SUMS = ("valid_path_rate", "shortest_path_rate", "learned_valid_path_rate", "learned_shortest_path_rate")
+
+
+def maze_rule_sums(puzzles: np.ndarray, preds: np.ndarray, learned_preds: np.ndarray, height: int,
+                   width: int) -> torch.Tensor:
+    """Counts of answers that are valid S-G routes (`maze.verify`) and shortest ones (`maze.is_shortest`).
+
+    Exact match with the label undercounts a maze solver: a maze can have several shortest paths and
+    the label marks only one. The puzzle is the maze as given (never a revealed input).
+    """
+    from trm_core.tasks import maze
+
+    out = torch.zeros(len(_MAZE_SUMS), dtype=torch.float64)
+    for x, fixed, learned in zip(puzzles, preds, learned_preds, strict=True):
+        puzzle = maze.decode(x.tolist(), height=height, width=width)
+        for j, pred in ((0, fixed), (2, learned)):
+            answer = maze.decode(pred.tolist(), height=height, width=width)
+            if not maze.verify(puzzle, answer):
+                out[j] += 1
+                out[j + 1] += maze.is_shortest(puzzle, answer)
+    return out
 
 
 def eval_inputs(data: Examples, reveal: float, seed: int = 0) -> np.ndarray:
@@ -57,8 +81,9 @@ def evaluate_model(model: TRM, data: Examples, *, batch_size: int = 256, reveal:
     """Metrics of `model` (in eval mode for the call) on `data`, summed across ranks when distributed.
 
     Rank r evaluates examples r, r+W, ...; the sums are all-reduced so every rank returns the totals.
-    With `predictions=True` the result also holds `preds` (int [N_local, L]), `q_halt` ([N_local]) and
-    `index` ([N_local]) for task-specific scoring (ARC voting).
+    Maze models also get rule metrics (`valid_path_rate`, `shortest_path_rate` and their `learned_`
+    versions, see `maze_rule_sums`). With `predictions=True` the result also holds `preds`
+    (int [N_local, L]), `q_halt` ([N_local]) and `index` ([N_local]) for task-specific scoring (ARC voting).
     """
     was_training = model.training
     model.eval()
@@ -69,6 +94,8 @@ def evaluate_model(model: TRM, data: Examples, *, batch_size: int = 256, reveal:
     index = np.arange(rank, data.num_examples, world_size)
     sums = torch.zeros(len(_SUMS), dtype=torch.float64, device=device)
     kept_preds, kept_q = [], []
+    maze_rules = model.config.task == "maze"  # score the route itself, not just the label match
+    rule_sums = torch.zeros(len(_MAZE_SUMS), dtype=torch.float64)
     bar = tqdm(range(0, len(index), batch_size), desc="eval", disable=not progress, leave=False)
     for start in bar:
         idx = index[start:start + batch_size]
@@ -78,7 +105,7 @@ def evaluate_model(model: TRM, data: Examples, *, batch_size: int = 256, reveal:
         pids = torch.as_tensor(pids_all[idx].astype(np.int64), device=device)
         carry = model.empty_carry(B)
         carry = model.reset_rows(carry, torch.ones(B, dtype=torch.bool, device=device), inputs, pids)
-        valid = labels != -100
+        valid = labels != IGNORE_LABEL
         num_valid = valid.sum(-1).clamp_min(1)
         learned_pred = torch.zeros_like(labels)
         halt_step = torch.zeros(B, dtype=torch.int64, device=device)
@@ -101,8 +128,15 @@ def evaluate_model(model: TRM, data: Examples, *, batch_size: int = 256, reveal:
         if predictions:
             kept_preds.append(pred.to(torch.uint8).cpu())  # tokens < 256; ARC-1 test is ~4e5 x 900
             kept_q.append(out.q_halt_logits.float().cpu())
+        if maze_rules:
+            rule_sums += maze_rule_sums(data.inputs[idx], pred.cpu().numpy(), learned_pred.cpu().numpy(),
+                                        model.config.grid_height, model.config.grid_width)
+    if maze_rules:
+        sums = torch.cat([sums, rule_sums.to(device)])
     if world_size > 1 and dist.is_initialized():
         dist.all_reduce(sums)
+    if maze_rules:
+        sums, rule_totals = sums[:len(_SUMS)], sums[len(_SUMS):].tolist()
     s = dict(zip(_SUMS, sums.tolist(), strict=True))
     n = max(1.0, s["count"])
     result: dict[str, Any] = {
@@ -110,6 +144,8 @@ def evaluate_model(model: TRM, data: Examples, *, batch_size: int = 256, reveal:
         "q_halt_accuracy": s["q_halt_correct"] / n, "learned_exact_accuracy": s["learned_exact"] / n,
         "mean_halt_step": s["halt_step"] / n, "max_steps": steps_max,
     }
+    if maze_rules:
+        result.update({key: v / n for key, v in zip(_MAZE_SUMS, rule_totals, strict=True)})
     if predictions:
         result["preds"] = torch.cat(kept_preds) if kept_preds else torch.zeros(0, data.seq_len, dtype=torch.uint8)
         result["q_halt"] = torch.cat(kept_q) if kept_q else torch.zeros(0)

@@ -81,3 +81,17 @@ def test_slot_stream_reveals_path_cells_of_a_built_maze_split():
     assert (x == 5).any() and ((x == 5) <= (y == 5)).all()
     x0, y0, _ = SlotStream(data, 4, range(4), seed=0).draw(rows, reveal=0.0)
     assert (y0 == y).all() and not (x0 == 5).any()
+
+
+def test_maze_rule_metrics_count_valid_and_shortest_routes_not_label_matches():
+    from training.evaluate import maze_rule_sums
+
+    puzzle = ["S  G", " ## ", "    "]
+    shortest = ["SooG", " ## ", "    "]
+    longer = ["S  G", "o##o", "oooo"]  # a valid route, 8 moves instead of 3
+    broken = ["So G", " ## ", "    "]
+    x = np.array([maze.encode(puzzle)] * 4)
+    fixed = np.array([maze.encode(g) for g in (shortest, longer, broken, puzzle)])
+    learned = np.array([maze.encode(g) for g in (shortest, shortest, longer, broken)])
+    got = maze_rule_sums(x, fixed, learned, 3, 4).tolist()
+    assert got == [2.0, 1.0, 3.0, 2.0]  # valid, shortest (fixed), valid, shortest (learned)
