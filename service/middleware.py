@@ -18,10 +18,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from trm_core.tasks import TASK_NAMES
+
 from .metrics import Metrics
 
 PROBLEM_JSON = "application/problem+json"
-SOLVE_TASKS = ("sudoku", "maze", "arc")
 
 
 def problem_body(status: int, slug: str, title: str, detail: str,
@@ -118,7 +119,7 @@ class RequestMetricsMiddleware:
         if len(parts) != 3 or parts[0] != "v1" or parts[2] != "solve":
             await self.app(scope, receive, send)
             return
-        task = parts[1] if parts[1] in SOLVE_TASKS else "other"
+        task = parts[1] if parts[1] in TASK_NAMES else "other"
         t0 = time.monotonic()
         scope.setdefault("state", {})["trm_t0"] = t0
         status = 499  # until a response starts: the client left (or we were cancelled)

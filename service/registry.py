@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from trm_core import TRM, CheckpointFormatError, TRMConfig, load_checkpoint
+from trm_core.tasks import TASK_NAMES, check_model_shape, grid_shape
 from trm_core.tasks.augment import ArcAug, parse_version_name
 
 from .scheduler import Scheduler, SchedulerStats, StepReport
@@ -28,8 +29,6 @@ from .settings import Settings
 from .worker import ModelWorker
 
 logger = logging.getLogger(__name__)
-
-TASKS = ("sudoku", "maze", "arc")
 
 
 class RegistryError(RuntimeError):
@@ -75,10 +74,7 @@ class ServedModel:
     def grid_shape(self) -> tuple[int, int]:
         """Rows and columns of the model's grid (its canvas for ARC)."""
         cfg = self.config
-        if cfg.grid_height and cfg.grid_width:
-            return cfg.grid_height, cfg.grid_width
-        side = int(round(cfg.seq_len ** 0.5))
-        return side, side
+        return grid_shape(cfg.seq_len, cfg.grid_height, cfg.grid_width)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,20 +85,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RegistryError(f"TRM_DEVICE={name} but CUDA is not available; use TRM_DEVICE=cpu or auto")
     return device
-
-
-def _check_config(task: str, cfg: TRMConfig, shape: tuple[int, int]) -> None:
-    """Refuse configs the task's codec cannot fill (seq_len/vocab must match the token layout)."""
-    need_vocab = {"sudoku": 11, "maze": 6, "arc": 12}[task]
-    if cfg.vocab_size != need_vocab:
-        raise ValueError(f"config vocab_size={cfg.vocab_size}; the {task} codec uses {need_vocab}")
-    h, w = shape
-    if task == "sudoku" and cfg.seq_len != 81:
-        raise ValueError(f"config seq_len={cfg.seq_len}; Sudoku needs 81")
-    if h * w != cfg.seq_len:
-        raise ValueError(f"config grid {h}x{w} does not cover seq_len={cfg.seq_len}")
-    if task == "arc" and h != w:
-        raise ValueError(f"ARC needs a square canvas; config grid is {h}x{w}")
 
 
 def _parse_arc_version(v: Any) -> ArcVersion:
@@ -189,11 +171,13 @@ class ModelRegistry:
         try:
             model, meta = load_checkpoint(path, device=self.device)
             task = str(meta.get("task") or model.config.task)
-            if task not in TASKS:
-                raise ValueError(f"task {task!r} has no codec; served tasks: {', '.join(TASKS)}")
+            if task not in TASK_NAMES:
+                raise ValueError(f"task {task!r} has no codec; served tasks: {', '.join(TASK_NAMES)}")
             served = ServedModel(name=name, path=path, task=task, model=model, meta=meta,
                                  scheduler=None, worker=None)  # type: ignore[arg-type]  # set below
-            _check_config(task, model.config, served.grid_shape)
+            cfg = model.config
+            check_model_shape(task, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, grid_height=cfg.grid_height,
+                              grid_width=cfg.grid_width)
             if task == "arc":
                 # pop: the raw table can be tens of MB and is not needed once parsed
                 served.arc_tasks = _parse_arc_table(meta.pop("arc_tasks", None), model.config.num_puzzle_identifiers,

@@ -7,28 +7,29 @@ token arrays plus the puzzle/group offsets the original sampler walks. Labels us
 Two sources:
 - a built dataset directory (`<dir>/<split>/dataset.json` + `all__*.npy`), read and validated by
   `training.data.dataset.load_split`;
-- a raw Sudoku CSV or CSV.gz (`source,question,answer,rating`, '.' or '0' blank): one puzzle per row,
-  one example per puzzle, puzzle id 0, each puzzle its own group (what the Sudoku builder writes
-  before augmentation). This lets `trm eval` and small runs read ../shared/data files directly.
+- a raw Sudoku CSV or CSV.gz (`source,question,answer,rating`, '.' or '0' blank), read by
+  `trm_core.tasks.puzzle_csv.read_sudoku_csv`: one puzzle per row, one example per puzzle, puzzle
+  id 0, each puzzle its own group (what the Sudoku builder writes before augmentation). This lets
+  `trm eval` and small runs read ../shared/data files directly.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from trm_core.loss import IGNORE_LABEL
+from trm_core.tasks import sudoku
+from trm_core.tasks.puzzle_csv import read_sudoku_csv
+
 from .data.dataset import load_split
 
-__all__ = ["Examples", "DataError", "load_examples", "read_sudoku_csv", "SUDOKU_BLANK"]
+__all__ = ["Examples", "DataError", "load_examples"]
 
-IGNORE = -100
-SUDOKU_BLANK = 1  # token of an empty Sudoku cell (pad 0, blank 1, digit d -> d + 1)
+SUDOKU_BLANK = sudoku.BLANK  # kept for importers; the fact lives in trm_core.tasks.sudoku
 
 
 class DataError(ValueError):
@@ -38,7 +39,7 @@ class DataError(ValueError):
 @dataclass
 class Examples:
     inputs: np.ndarray  # uint8/int [N, L] token ids
-    labels: np.ndarray  # int16/int [N, L] token ids, -100 = ignored
+    labels: np.ndarray  # int16/int [N, L] token ids, IGNORE_LABEL (-100) = ignored
     puzzle_identifiers: np.ndarray  # int32 [P]: embedding row of each puzzle
     puzzle_indices: np.ndarray  # int32 [P+1]: example offsets of each puzzle
     group_indices: np.ndarray  # int32 [G+1]: puzzle offsets of each group (original + augmentations)
@@ -93,59 +94,18 @@ class Examples:
         return keep, held
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
-
-
-def read_sudoku_csv(path: str | Path, limit: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs uint8 [N, 81], labels uint8 [N, 81]) token ids from a `source,question,answer,rating` CSV."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"Sudoku CSV {str(p)!r} not found")
-    questions: list[str] = []
-    answers: list[str] = []
-    with _open_text(p) as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or "question" not in header or "answer" not in header:
-            raise DataError(f"{p}: header {header!r} lacks 'question' and 'answer' columns")
-        qi, ai = header.index("question"), header.index("answer")
-        for row_no, row in enumerate(reader, start=2):
-            q, a = row[qi], row[ai]
-            if len(q) != 81 or len(a) != 81:
-                raise DataError(f"{p} line {row_no}: question has {len(q)} chars and answer {len(a)}; expected 81")
-            questions.append(q)
-            answers.append(a)
-            if limit and len(questions) >= limit:
-                break
-    q_bytes = np.frombuffer("".join(questions).encode("ascii"), dtype=np.uint8).reshape(-1, 81)
-    a_bytes = np.frombuffer("".join(answers).encode("ascii"), dtype=np.uint8).reshape(-1, 81)
-    digits_q = np.where(q_bytes == ord("."), ord("0"), q_bytes).astype(np.int16) - ord("0")
-    digits_a = a_bytes.astype(np.int16) - ord("0")
-    for name, arr, lo in (("question", digits_q, 0), ("answer", digits_a, 1)):
-        bad = np.argwhere((arr < lo) | (arr > 9))
-        if len(bad):
-            r, c = bad[0]
-            raise DataError(f"{p} line {r + 2}: {name} cell {c} (row {c // 9 + 1}, col {c % 9 + 1}) is "
-                            f"{chr((arr[r, c] + ord('0')) % 256)!r}; expected a digit" + (" or '.'" if lo == 0 else ""))
-    given = digits_q > 0
-    clash = np.argwhere(given & (digits_q != digits_a))
-    if len(clash):
-        r, c = clash[0]
-        raise DataError(f"{p} line {r + 2}: given {digits_q[r, c]} at row {c // 9 + 1}, col {c % 9 + 1} "
-                        f"differs from the answer's {digits_a[r, c]}")
-    return (digits_q + 1).astype(np.uint8), (digits_a + 1).astype(np.uint8)
-
-
 def _from_sudoku_csv(path: Path, limit: int) -> Examples:
-    inputs, labels = read_sudoku_csv(path, limit)
+    try:
+        puzzles, solutions = read_sudoku_csv(path, limit=limit)
+    except (ValueError, OSError) as e:  # the reader names the file, the line and the problem
+        raise DataError(str(e)) from e
+    inputs = sudoku.encode_batch(puzzles).numpy()
+    labels = sudoku.encode_batch(solutions).numpy().astype(np.int16)
     n = inputs.shape[0]
     ar = np.arange(n + 1, dtype=np.int32)
-    meta = {"source": str(path), "seq_len": 81, "vocab_size": 11, "num_puzzle_identifiers": 1,
-            "task": "sudoku", "total_groups": n, "mean_puzzle_examples": 1.0}
-    return Examples(inputs, labels.astype(np.int16), np.zeros(n, np.int32), ar, ar.copy(), meta)
+    meta = {"source": str(path), "seq_len": sudoku.SEQ_LEN, "vocab_size": sudoku.VOCAB_SIZE,
+            "num_puzzle_identifiers": 1, "task": "sudoku", "total_groups": n, "mean_puzzle_examples": 1.0}
+    return Examples(inputs, labels, np.zeros(n, np.int32), ar, ar.copy(), meta)
 
 
 def _from_built(root: Path, split: str) -> Examples:
@@ -158,7 +118,7 @@ def _from_built(root: Path, split: str) -> Examples:
     pidx, gidx, meta = s.puzzle_indices, s.group_indices, dict(s.meta)
     ignore_id = int(meta.get("ignore_label_id", 0) or 0)
     labels = labels.astype(np.int16)
-    labels[labels == ignore_id] = IGNORE
+    labels[labels == ignore_id] = IGNORE_LABEL
     meta.setdefault("source", str(root / split))
     return Examples(inputs, labels, np.asarray(pids, np.int32), np.asarray(pidx, np.int32),
                     np.asarray(gidx, np.int32), meta)

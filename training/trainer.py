@@ -26,7 +26,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from trm_core import TRM
-from trm_core.loss import act_loss
+from trm_core.loss import IGNORE_LABEL, act_loss
 
 from .config import ConfigError, TrainConfig
 from .ddp import DistInfo, seed_for_rank, unwrap, wrap
@@ -104,7 +104,8 @@ class Trainer:
         self.stream = SlotStream(self.train_data, run.global_batch_size, slots, run.seed,
                                  augment=augment_for(cfg.model.task) if cfg.data.augment else None)
         self.carry = self.model.empty_carry(self.local_batch)
-        self.labels = torch.full((self.local_batch, cfg.model.seq_len), -100, dtype=torch.long, device=self.device)
+        self.labels = torch.full((self.local_batch, cfg.model.seq_len), IGNORE_LABEL, dtype=torch.long,
+                                 device=self.device)
         self.halted = torch.ones(self.local_batch, dtype=torch.bool, device=self.device)
         self.step = 0
         self.last_loss = torch.zeros((), device=self.device)  # the last step's summed loss (not divided)

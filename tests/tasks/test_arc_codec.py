@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
+import torch
 
 from tests.tasks.shared_data import ARC_DIR, arc_tasks
 from trm_core.tasks import TaskInputError, arc
@@ -160,3 +162,28 @@ def test_task_without_test_outputs_parses_and_several_errors_are_all_reported():
         arc.parse_task({"train": [{"input": [[11]], "output": []}], "test": [{"input": "x"}]})
     assert [loc for loc, _ in exc.value.errors] == [
         ("task", "train", 0, "input", 0, 0), ("task", "train", 0, "output"), ("task", "test", 0, "input")]
+
+
+def _original_encode(grid: list[list[int]], offset: tuple[int, int]) -> list[int]:
+    """The original builder's `np_grid_to_seq_translational_augment` for one grid (dataset/build_arc_dataset.py)."""
+    g = np.array(grid, np.uint8)
+    pad_r, pad_c = offset
+    nrow, ncol = g.shape
+    result = np.pad(g + 2, ((pad_r, 30 - pad_r - nrow), (pad_c, 30 - pad_c - ncol)), constant_values=0)
+    eos_row, eos_col = pad_r + nrow, pad_c + ncol
+    if eos_row < 30:
+        result[eos_row, pad_c:eos_col] = 1
+    if eos_col < 30:
+        result[pad_r:eos_row, eos_col] = 1
+    return result.reshape(-1).tolist()
+
+
+def test_encode_equals_the_original_on_random_grids_and_offsets():
+    rng = random.Random(0)
+    for _ in range(200):
+        h, w = rng.randint(1, 30), rng.randint(1, 30)
+        grid = [[rng.randrange(10) for _ in range(w)] for _ in range(h)]
+        off = (rng.randint(0, 30 - h), rng.randint(0, 30 - w))
+        assert arc.encode(grid, offset=off) == _original_encode(grid, off)
+        tensor = arc.encode_tensor(torch.tensor(grid), offset=off)
+        assert tensor.dtype == torch.uint8 and tensor.tolist() == _original_encode(grid, off)

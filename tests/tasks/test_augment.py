@@ -4,6 +4,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,9 +14,13 @@ from trm_core.tasks.augment import (
     DIHEDRAL_INVERSE,
     ArcAug,
     SudokuAug,
+    SudokuAugBatch,
     dihedral,
+    dihedral_batch,
     dihedral_rows,
+    dihedral_tensor,
     inverse_dihedral,
+    inverse_dihedral_batch,
     parse_version_name,
     random_offset,
     version_name,
@@ -51,12 +56,40 @@ def test_dihedral_inverse(grid, k):
     assert dihedral_rows(dihedral_rows(rows, k), k, inverse=True) == rows
 
 
+@given(grids, st.integers(0, 7))
+def test_dihedral_tensor_matches_the_original_on_batches(grid, k):
+    batch = np.stack([np.array(grid), np.array(grid) * 2 % 10])
+    out = dihedral_tensor(torch.tensor(batch), k)
+    assert [o.tolist() for o in out] == [NUMPY_DIHEDRAL[k](b).tolist() for b in batch]
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 9), st.lists(st.integers(0, 7), min_size=1, max_size=12), seeds)
+def test_dihedral_batch_gives_each_row_its_own_transform(side, ks, seed):
+    x = torch.randint(0, 6, (len(ks), side, side), generator=torch.Generator().manual_seed(seed))
+    out = dihedral_batch(x, ks)
+    for i, k in enumerate(ks):
+        assert out[i].tolist() == NUMPY_DIHEDRAL[k](x[i].numpy()).tolist()
+    assert torch.equal(inverse_dihedral_batch(out, ks), x)
+
+
+def test_dihedral_batch_on_non_square_grids_needs_one_output_shape():
+    x = torch.arange(2 * 3 * 5).view(2, 3, 5)
+    assert dihedral_batch(x, [0, 5]).shape == (2, 3, 5) and dihedral_batch(x, [1, 6]).shape == (2, 5, 3)
+    with pytest.raises(ValueError, match="two shapes"):
+        dihedral_batch(x, [0, 1])
+    with pytest.raises(ValueError, match="one dihedral transform id per row"):
+        dihedral_batch(x, [0])
+    with pytest.raises(ValueError, match="must be in 0-7"):
+        dihedral_batch(x, [0, 8])
+
+
 def test_dihedral_rejects_unknown_ids():
     with pytest.raises(ValueError, match="id 8 is out of range 0-7"):
         dihedral([[1]], 8)
 
 
-def _reference_shuffle(aug: SudokuAug, grid):
+def reference_shuffle(aug: SudokuAug, grid):
     """The original shuffle_sudoku steps: transpose?, cell (i, j) <- (row_perm[i], col_perm[j]), digits."""
     x = np.array(grid)
     if aug.transpose:
@@ -72,10 +105,31 @@ def test_sudoku_aug_inverts_matches_the_original_and_keeps_solutions_valid(seed,
     puzzle, answer = sudoku.parse(q), sudoku.parse(a)
     aug = SudokuAug.random(random.Random(seed))
     new_puzzle, new_answer = aug.apply(puzzle), aug.apply(answer)
-    assert new_puzzle == _reference_shuffle(aug, puzzle)
+    assert new_puzzle == reference_shuffle(aug, puzzle)
     assert aug.invert(new_puzzle) == puzzle and aug.invert(new_answer) == answer
     assert sudoku.verify(new_puzzle, new_answer) == []
     assert sum(v == 0 for row in new_puzzle for v in row) == sum(v == 0 for row in puzzle for v in row)
+
+
+@settings(max_examples=20)
+@given(seeds)
+def test_sudoku_aug_batch_is_each_rows_symmetry_on_grids_and_tokens(seed):
+    rng = random.Random(seed)
+    augs = [SudokuAug.random(rng) for _ in range(6)]
+    batch = SudokuAugBatch.stack(augs)
+    rows = sudoku_rows("forum_hardest_1905_11plus_train_1k.csv", 6)
+    grids = torch.tensor([sudoku.parse(q) for q, _ in rows], dtype=torch.uint8)
+    out = batch.apply(grids)
+    assert out.dtype == torch.uint8 and len(batch) == 6 and batch[3] == augs[3]
+    for i, aug in enumerate(augs):
+        assert out[i].tolist() == reference_shuffle(aug, grids[i].tolist())
+    assert torch.equal(batch.invert(out), grids)
+    tokens = torch.tensor([sudoku.encode(g) for g in grids.tolist()])
+    tokens[0, 5] = sudoku.PAD  # PAD is a position like any other and keeps its id
+    moved = batch.apply_tokens(tokens)
+    assert moved[1:].tolist() == [sudoku.encode(g) for g in out[1:].tolist()]
+    assert int((moved[0] == sudoku.PAD).sum()) == 1
+    assert torch.equal(batch.invert_tokens(moved), tokens)
 
 
 def test_sudoku_aug_refuses_moves_that_break_bands():

@@ -32,15 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from trm_core.tasks import arc
 from trm_core.tasks.arc import ArcTask
-from trm_core.tasks.augment import ArcAug
+from trm_core.tasks.augment import ArcAug, dihedral_tensor
 
 from .dataset import create_split_arrays, save_identifiers, save_split_index
 
-__all__ = ["ArcBuildConfig", "load_subset", "np_dihedral", "encode_canvas", "plan_versions", "build_arc"]
+__all__ = ["ArcBuildConfig", "load_subset", "plan_versions", "build_arc"]
 
 logger = logging.getLogger(__name__)
 RETRIES_FACTOR = 5  # draws per wanted version, as the original
@@ -85,27 +86,13 @@ def load_subset(path: Path) -> dict[str, dict[str, Any]]:
     raise FileNotFoundError(f"{path} is neither a folder of task files nor a *_challenges.json file")
 
 
-def np_dihedral(arr: np.ndarray, k: int) -> np.ndarray:
-    """`trm_core.tasks.augment.dihedral` on numpy arrays (same numbering as the original)."""
-    return [arr, np.rot90(arr, 1), np.rot90(arr, 2), np.rot90(arr, 3), np.fliplr(arr), np.flipud(arr),
-            arr.T, np.fliplr(np.rot90(arr, 1))][k]
-
-
 def _apply(aug: ArcAug, grid: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np_dihedral(perm[grid], aug.k))
+    """The version's colour map then dihedral transform (`trm_core.tasks.augment`), as a numpy grid."""
+    return dihedral_tensor(torch.from_numpy(perm[grid]), aug.k).contiguous().numpy()
 
 
-def encode_canvas(grid: np.ndarray, offset: tuple[int, int] = (0, 0), canvas: int = arc.CANVAS) -> np.ndarray:
-    """`trm_core.tasks.arc.encode` with numpy: uint8 [canvas*canvas]."""
-    r, c = offset
-    h, w = grid.shape
-    out = np.zeros((canvas, canvas), np.uint8)
-    out[r:r + h, c:c + w] = grid + 2
-    if r + h < canvas:
-        out[r + h, c:c + w] = arc.EOS
-    if c + w < canvas:
-        out[r:r + h, c + w] = arc.EOS
-    return out.reshape(-1)
+def _encode(grid: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
+    return arc.encode_tensor(torch.from_numpy(grid), offset=offset).numpy()
 
 
 def _pairs(t: _Task) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -204,8 +191,8 @@ def _write_split(cfg: ArcBuildConfig, split: str, tasks: list[_Task], ids: dict[
                 if is_train and cfg.translate and ei != keep_at_origin:
                     offset = (int(rng.integers(0, arc.CANVAS - max(inp.shape[0], out.shape[0]) + 1)),
                               int(rng.integers(0, arc.CANVAS - max(inp.shape[1], out.shape[1]) + 1)))
-                inputs[row] = encode_canvas(inp, offset)
-                labels[row] = encode_canvas(out, offset)
+                inputs[row] = _encode(inp, offset)
+                labels[row] = _encode(out, offset)
                 row += 1
             pids.append(ids[ti, vi])
             pidx.append(row)

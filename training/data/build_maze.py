@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from trm_core.tasks import maze
 from trm_core.tasks.augment import dihedral_rows
+from trm_core.tasks.puzzle_csv import read_puzzle_csv
 
-from .csv_source import read_puzzle_csv
 from .dataset import PuzzleSplit, save_identifiers, save_split
 from .maze_gen import MazeGenConfig, generate_split, split_rngs, write_csv
 

@@ -6,8 +6,8 @@ with one example, the original plus its augmentations one group; test = the test
 augmentation. Tokens: blank 1, digit d -> d + 1; labels = the full solution. Every puzzle id is
 0 (one shared embedding). Unlike the original this is seeded, so a build is reproducible.
 
-The augmentation is `trm_core.tasks.augment.SudokuAug` (the original `shuffle_sudoku`),
-applied here to many puzzles at once with numpy; `apply_sudoku_augs` is tested to equal it.
+The augmentation is the original `shuffle_sudoku` as `trm_core.tasks.augment.SudokuAugBatch`
+(many puzzles at once); the CSV reader is `trm_core.tasks.puzzle_csv.read_sudoku_csv`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from trm_core.tasks import sudoku
+from trm_core.tasks.augment import SudokuAugBatch
+from trm_core.tasks.puzzle_csv import read_sudoku_csv
 
-from .csv_source import read_puzzle_csv
 from .dataset import PuzzleSplit, save_identifiers, save_split
 
-__all__ = ["SudokuBuildConfig", "read_sudoku_csv", "random_sudoku_augs", "apply_sudoku_augs", "build_sudoku"]
+__all__ = ["SudokuBuildConfig", "random_sudoku_augs", "build_sudoku"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,52 +43,28 @@ class SudokuBuildConfig:
     seed: int = 0
 
 
-def read_sudoku_csv(path: Path, min_rating: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Puzzles and solutions as digit arrays uint8 [N, 9, 9] (0 = blank), every row checked.
-
-    Each question must parse and each answer must be a valid solution of it (`sudoku.verify`);
-    the first bad row fails with the file, line and the codec's message.
-    """
-    rows = read_puzzle_csv(path)
-    if min_rating is not None:
-        rows = [r for r in rows if int(r.rating) >= min_rating]
-    puzzles = np.zeros((len(rows), 9, 9), np.uint8)
-    solutions = np.zeros((len(rows), 9, 9), np.uint8)
-    for i, row in enumerate(tqdm(rows, desc=f"read {path.name}", unit="puzzle", leave=False)):
-        q = sudoku.parse(row.question, loc=(path.name, row.line, "question"))
-        a = sudoku.parse(row.answer, loc=(path.name, row.line, "answer"))
-        problems = sudoku.verify(q, a)
-        if problems:
-            raise ValueError(f"{path} line {row.line}: the answer is not a solution: {'; '.join(problems[:3])}")
-        puzzles[i], solutions[i] = q, a
-    return puzzles, solutions
-
-
-def random_sudoku_augs(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-    """Parameters of n random `SudokuAug`s, drawn as the original `shuffle_sudoku` does."""
+def random_sudoku_augs(rng: np.random.Generator, n: int) -> SudokuAugBatch:
+    """n random Sudoku symmetries, drawn as the original `shuffle_sudoku` does (seeded by `rng`)."""
     digits = rng.permuted(np.tile(np.arange(1, 10), (n, 1)), axis=1)
     within = rng.permuted(np.tile(np.arange(3), (n, 6, 1)), axis=2)  # rows in 3 bands, cols in 3 stacks
     blocks = rng.permuted(np.tile(np.arange(3), (n, 2, 1)), axis=2)  # band order, stack order
-    perms = (blocks[:, :, :, None] * 3 + within.reshape(n, 2, 3, 3)).reshape(n, 2, 9)
-    return {"digit_map": np.concatenate([np.zeros((n, 1), np.int64), digits], axis=1),
-            "transpose": rng.random(n) < 0.5, "row_perm": perms[:, 0], "col_perm": perms[:, 1]}
+    perms = torch.from_numpy((blocks[:, :, :, None] * 3 + within.reshape(n, 2, 3, 3)).reshape(n, 2, 9))
+    digit_map = torch.from_numpy(np.concatenate([np.zeros((n, 1), np.int64), digits], axis=1))
+    return SudokuAugBatch(digit_map.long(), torch.from_numpy(rng.random(n) < 0.5), perms[:, 0].long(),
+                          perms[:, 1].long())
 
 
-def apply_sudoku_augs(grids: np.ndarray, augs: dict[str, np.ndarray]) -> np.ndarray:
-    """`SudokuAug.apply` for a batch: grids [n, 9, 9] digits, augs from `random_sudoku_augs`."""
-    x = np.where(augs["transpose"][:, None, None], grids.transpose(0, 2, 1), grids)
-    x = np.take_along_axis(x, augs["row_perm"][:, :, None].repeat(9, axis=2), axis=1)
-    x = np.take_along_axis(x, augs["col_perm"][:, None, :].repeat(9, axis=1), axis=2)
-    n = grids.shape[0]
-    return np.take_along_axis(augs["digit_map"], x.reshape(n, 81).astype(np.int64), axis=1).reshape(n, 9, 9)
+def _read(path: Path, min_rating: int | None) -> tuple[np.ndarray, np.ndarray]:
+    puzzles, solutions = read_sudoku_csv(path, min_rating=min_rating)
+    return puzzles.numpy(), solutions.numpy()
 
 
 def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.random.Generator,
            desc: str) -> PuzzleSplit:
     n = puzzles.shape[0]
     per = 1 + num_aug
-    inputs = np.zeros((n * per, 81), np.uint8)
-    labels = np.zeros((n * per, 81), np.uint8)
+    inputs = np.zeros((n * per, sudoku.SEQ_LEN), np.uint8)
+    labels = np.zeros((n * per, sudoku.SEQ_LEN), np.uint8)
     chunk = max(1, 100_000 // per)  # ~100k augmentations per numpy call keeps memory small
     for lo in tqdm(range(0, n, chunk), desc=desc, unit="chunk"):
         hi = min(n, lo + chunk)
@@ -98,13 +76,13 @@ def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.ran
         q[:, 0], a[:, 0] = puzzles[lo:hi], solutions[lo:hi]  # the first of each group is not augmented
         if num_aug:
             augs = random_sudoku_augs(rng, k * num_aug)
-            q[:, 1:] = apply_sudoku_augs(src_q, augs).reshape(k, num_aug, 9, 9)
-            a[:, 1:] = apply_sudoku_augs(src_a, augs).reshape(k, num_aug, 9, 9)
-        inputs[lo * per:hi * per] = q.reshape(-1, 81) + 1  # blank 1, digit d -> d + 1
-        labels[lo * per:hi * per] = a.reshape(-1, 81) + 1
+            q[:, 1:] = augs.apply(torch.from_numpy(src_q)).numpy().reshape(k, num_aug, 9, 9)
+            a[:, 1:] = augs.apply(torch.from_numpy(src_a)).numpy().reshape(k, num_aug, 9, 9)
+        inputs[lo * per:hi * per] = sudoku.encode_batch(torch.from_numpy(q)).numpy().reshape(-1, sudoku.SEQ_LEN)
+        labels[lo * per:hi * per] = sudoku.encode_batch(torch.from_numpy(a)).numpy().reshape(-1, sudoku.SEQ_LEN)
     ar = np.arange(n * per + 1, dtype=np.int32)
-    meta = {"vocab_size": sudoku.VOCAB_SIZE, "seq_len": 81, "num_puzzle_identifiers": 1,
-            "task": "sudoku", "grid_height": 9, "grid_width": 9}
+    meta = {"vocab_size": sudoku.VOCAB_SIZE, "seq_len": sudoku.SEQ_LEN, "num_puzzle_identifiers": 1,
+            "task": "sudoku", "grid_height": sudoku.SIZE, "grid_width": sudoku.SIZE}
     return PuzzleSplit(inputs, labels, np.zeros(n * per, np.int32), ar,
                        np.arange(0, n * per + 1, per, dtype=np.int32), meta)
 
@@ -112,12 +90,12 @@ def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.ran
 def build_sudoku(cfg: SudokuBuildConfig) -> dict[str, int]:
     """Build `cfg.out/{train,test}` and `identifiers.json`; returns example counts per split."""
     rng = np.random.default_rng(cfg.seed)
-    puzzles, solutions = read_sudoku_csv(cfg.train_csv, cfg.min_rating)
+    puzzles, solutions = _read(cfg.train_csv, cfg.min_rating)
     if cfg.subsample is not None and cfg.subsample < len(puzzles):
         keep = rng.choice(len(puzzles), size=cfg.subsample, replace=False)
         puzzles, solutions = puzzles[keep], solutions[keep]
     train = _split(puzzles, solutions, cfg.num_aug, rng, "train")
-    puzzles, solutions = read_sudoku_csv(cfg.test_csv, cfg.min_rating)
+    puzzles, solutions = _read(cfg.test_csv, cfg.min_rating)
     if cfg.test_limit is not None and cfg.test_limit < len(puzzles):
         keep = np.sort(rng.choice(len(puzzles), size=cfg.test_limit, replace=False))
         puzzles, solutions = puzzles[keep], solutions[keep]

@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .errors import ErrorList, Loc, TaskInputError
 
 __all__ = [
     "CANVAS", "SEQ_LEN", "VOCAB_SIZE", "PAD", "EOS", "Grid", "ArcTask",
-    "parse", "parse_task", "encode", "decode", "verify", "task_fingerprint",
+    "parse", "parse_task", "encode", "encode_tensor", "decode", "verify", "task_fingerprint",
 ]
 
 CANVAS = 30
@@ -143,24 +145,26 @@ def parse_task(obj: Any, *, loc: Loc = ("task",), max_size: int = CANVAS) -> Arc
     )
 
 
-def encode(grid: Grid, *, offset: tuple[int, int] = (0, 0), canvas: int = CANVAS) -> list[int]:
-    """Grid -> canvas*canvas tokens: colours at `offset`, EOS row below and column right, PAD elsewhere."""
+def encode_tensor(grid: torch.Tensor, *, offset: tuple[int, int] = (0, 0), canvas: int = CANVAS) -> torch.Tensor:
+    """Colour grid [h, w] -> uint8 tokens [canvas*canvas]: colours at `offset`, EOS row below and
+    column right (over the grid's extent, where they fit), PAD elsewhere. The one ARC encoder."""
     pad_r, pad_c = offset
-    nrow, ncol = len(grid), len(grid[0])
+    nrow, ncol = grid.shape
     if pad_r < 0 or pad_c < 0 or pad_r + nrow > canvas or pad_c + ncol > canvas:
         raise ValueError(f"a {nrow}x{ncol} grid at offset {offset} does not fit the {canvas}x{canvas} canvas")
-    tokens = [PAD] * (canvas * canvas)
-    for r, row in enumerate(grid):
-        base = (pad_r + r) * canvas + pad_c
-        tokens[base:base + ncol] = [v + _OFFSET for v in row]
+    out = torch.full((canvas, canvas), PAD, dtype=torch.uint8)
+    out[pad_r:pad_r + nrow, pad_c:pad_c + ncol] = grid.to(torch.uint8) + _OFFSET
     eos_row, eos_col = pad_r + nrow, pad_c + ncol
     if eos_row < canvas:
-        base = eos_row * canvas
-        tokens[base + pad_c:base + eos_col] = [EOS] * ncol
+        out[eos_row, pad_c:eos_col] = EOS
     if eos_col < canvas:
-        for r in range(pad_r, eos_row):
-            tokens[r * canvas + eos_col] = EOS
-    return tokens
+        out[pad_r:eos_row, eos_col] = EOS
+    return out.view(-1)
+
+
+def encode(grid: Grid, *, offset: tuple[int, int] = (0, 0), canvas: int = CANVAS) -> list[int]:
+    """Grid -> canvas*canvas token ids (list), `encode_tensor` on a list grid."""
+    return encode_tensor(torch.tensor(grid, dtype=torch.uint8), offset=offset, canvas=canvas).tolist()
 
 
 def decode(tokens: Sequence[int] | Any, *, offset: tuple[int, int] = (0, 0), canvas: int = CANVAS) -> Grid:

@@ -13,6 +13,10 @@ implementation (`dataset/common.py`, `build_sudoku_dataset.py`, `build_arc_datas
   named `task|||t{k}|||{perm}` with perm the 10 mapped colours, e.g. `007bbfc7|||t3|||0531246789`.
   Translation lives in the encoding (`arc.encode(offset=...)`, inverted by `arc.decode(offset=...)`).
 - Maze: the 8 dihedral transforms (`dihedral_rows` for the list-of-strings form).
+Batches: each transform has one definition, on torch tensors, and the list forms above are
+that definition applied to one grid. `dihedral_tensor` (one k for a whole batch), `dihedral_batch`
+(a k per row, e.g. the 8 views of a maze), `SudokuAugBatch.apply` / `.apply_tokens` (a Sudoku
+symmetry per row) are what the builders, the trainer and the service's views run.
 Not here: choosing how many augmentations to make (the builders' job).
 """
 
@@ -21,11 +25,15 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
+
+import torch
 
 __all__ = [
     "DIHEDRAL_INVERSE", "dihedral", "inverse_dihedral", "dihedral_rows",
-    "SudokuAug", "ArcAug", "version_name", "parse_version_name", "random_offset",
+    "dihedral_tensor", "dihedral_batch", "inverse_dihedral_batch",
+    "SudokuAug", "SudokuAugBatch", "ArcAug", "version_name", "parse_version_name", "random_offset",
 ]
 
 T = TypeVar("T")
@@ -33,32 +41,83 @@ DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
 VERSION_SEPARATOR = "|||"
 
 
-def dihedral(grid: Sequence[Sequence[T]], k: int) -> list[list[T]]:
-    """The original's `dihedral_transform(grid, k)` on a list of rows (see the module docstring)."""
-    h, w = len(grid), len(grid[0])
+def _check_k(k: int) -> None:
+    if not 0 <= k <= 7:
+        raise ValueError(f"dihedral transform id {k} is out of range 0-7")
+
+
+def dihedral_tensor(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The original's `dihedral_transform` on the last two dims of `x` (rows, columns), one `k` for all.
+
+    `torch.rot90` turns from the first towards the second axis, as `np.rot90` does, so ids match.
+    """
+    _check_k(k)
     if k == 0:
-        return [list(row) for row in grid]
-    if k == 1:  # np.rot90(k=1), counter-clockwise: out[i][j] = a[j][w-1-i]
-        return [[grid[j][w - 1 - i] for j in range(h)] for i in range(w)]
-    if k == 2:
-        return [list(reversed(row)) for row in reversed(grid)]
-    if k == 3:  # out[i][j] = a[h-1-j][i]
-        return [[grid[h - 1 - j][i] for j in range(h)] for i in range(w)]
-    if k == 4:  # fliplr
-        return [list(reversed(row)) for row in grid]
-    if k == 5:  # flipud
-        return [list(row) for row in reversed(grid)]
-    if k == 6:  # transpose
-        return [[grid[j][i] for j in range(h)] for i in range(w)]
-    if k == 7:  # fliplr(rot90): out[i][j] = a[h-1-j][w-1-i]
-        return [[grid[h - 1 - j][w - 1 - i] for j in range(h)] for i in range(w)]
-    raise ValueError(f"dihedral transform id {k} is out of range 0-7")
+        return x
+    if k <= 3:
+        return torch.rot90(x, k, dims=(-2, -1))
+    if k == 4:
+        return x.flip(-1)  # fliplr
+    if k == 5:
+        return x.flip(-2)  # flipud
+    if k == 6:
+        return x.transpose(-2, -1)
+    return torch.rot90(x, 1, dims=(-2, -1)).flip(-1)  # fliplr(rot90)
+
+
+@lru_cache(maxsize=256)
+def _dihedral_index(h: int, w: int, k: int) -> tuple[tuple[int, ...], ...]:
+    """Output cell (i, j) of transform `k` on an h x w grid takes flat input cell index[i][j]."""
+    idx = dihedral_tensor(torch.arange(h * w).view(h, w), k)
+    return tuple(tuple(row) for row in idx.tolist())
+
+
+def dihedral(grid: Sequence[Sequence[T]], k: int) -> list[list[T]]:
+    """`dihedral_tensor` on a list of rows of anything (ints, characters); see the module docstring."""
+    _check_k(k)
+    h, w = len(grid), len(grid[0])
+    flat = [v for row in grid for v in row]
+    return [[flat[i] for i in row] for row in _dihedral_index(h, w, k)]
+
+
+def _check_ks(ks: torch.Tensor | Sequence[int], n: int) -> torch.Tensor:
+    ks = torch.as_tensor(ks, dtype=torch.long).cpu()
+    if ks.shape != (n,):
+        raise ValueError(f"need one dihedral transform id per row: {n} rows, ids of shape {tuple(ks.shape)}")
+    if n and (int(ks.min()) < 0 or int(ks.max()) > 7):
+        raise ValueError(f"dihedral transform ids must be in 0-7; got {ks.tolist()}")
+    return ks
+
+
+def dihedral_batch(x: torch.Tensor, ks: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """`dihedral_tensor` with its own id per row: x [n, H, W], ks [n] -> [n, H', W'], one gather.
+
+    All ids must give the same output shape (any ids on square grids; on others 0, 2, 4, 5 keep
+    it and 1, 3, 6, 7 swap it), e.g. the 8 views of a maze, or one view per request.
+    """
+    n, h, w = x.shape
+    ks = _check_ks(ks, n)
+    if n == 0:
+        return x
+    turned = (ks == 1) | (ks == 3) | (ks >= 6)
+    if h != w and bool(turned.any()) and not bool(turned.all()):
+        raise ValueError(f"transform ids {sorted(set(ks.tolist()))} give a {h}x{w} grid two shapes; "
+                         "one batch needs one output shape")
+    out_h, out_w = (w, h) if bool(turned[0]) else (h, w)
+    uniq, which = ks.unique(return_inverse=True)
+    table = torch.tensor([_dihedral_index(h, w, int(k)) for k in uniq], device=x.device).view(len(uniq), h * w)
+    return x.reshape(n, h * w).gather(1, table[which.to(x.device)]).view(n, out_h, out_w)
+
+
+def inverse_dihedral_batch(x: torch.Tensor, ks: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """Undo `dihedral_batch(x, ks)` row by row."""
+    ks = _check_ks(ks, x.shape[0])
+    return dihedral_batch(x, torch.tensor(DIHEDRAL_INVERSE)[ks])
 
 
 def inverse_dihedral(grid: Sequence[Sequence[T]], k: int) -> list[list[T]]:
     """Undo `dihedral(grid, k)`."""
-    if not 0 <= k <= 7:
-        raise ValueError(f"dihedral transform id {k} is out of range 0-7")
+    _check_k(k)
     return dihedral(grid, DIHEDRAL_INVERSE[k])
 
 
@@ -106,18 +165,79 @@ class SudokuAug:
         return cls(digit_map, transpose, row_perm, col_perm)
 
     def apply(self, grid: Sequence[Sequence[int]]) -> list[list[int]]:
-        src = dihedral(grid, 6) if self.transpose else grid
-        return [[self.digit_map[src[r][c]] for c in self.col_perm] for r in self.row_perm]
+        return SudokuAugBatch.stack([self]).apply(torch.tensor([grid]))[0].tolist()
 
     def invert(self, grid: Sequence[Sequence[int]]) -> list[list[int]]:
-        inv_digit = [0] * 10
-        for d, m in enumerate(self.digit_map):
-            inv_digit[m] = d
-        out = [[0] * 9 for _ in range(9)]
-        for i, r in enumerate(self.row_perm):
-            for j, c in enumerate(self.col_perm):
-                out[r][c] = inv_digit[grid[i][j]]
-        return dihedral(out, 6) if self.transpose else out
+        return SudokuAugBatch.stack([self]).invert(torch.tensor([grid]))[0].tolist()
+
+
+@dataclass(frozen=True)
+class SudokuAugBatch:
+    """n Sudoku symmetries as tensors (row i is one `SudokuAug`): the one implementation of the transform.
+
+    Grids are digits [n, 9, 9] (0 = blank); tokens are the codec's ids [n, 81] (PAD 0, blank 1,
+    digit d -> d + 1; PAD stays PAD). Row i of the output is `SudokuAug` i applied to row i.
+    """
+
+    digit_map: torch.Tensor  # int64 [n, 10], digit_map[:, 0] == 0
+    transpose: torch.Tensor  # bool [n]
+    row_perm: torch.Tensor  # int64 [n, 9]
+    col_perm: torch.Tensor  # int64 [n, 9]
+
+    @classmethod
+    def stack(cls, augs: Sequence[SudokuAug]) -> SudokuAugBatch:
+        return cls(torch.tensor([a.digit_map for a in augs], dtype=torch.long).view(-1, 10),
+                   torch.tensor([a.transpose for a in augs], dtype=torch.bool),
+                   torch.tensor([a.row_perm for a in augs], dtype=torch.long).view(-1, 9),
+                   torch.tensor([a.col_perm for a in augs], dtype=torch.long).view(-1, 9))
+
+    def __len__(self) -> int:
+        return int(self.transpose.shape[0])
+
+    def __getitem__(self, i: int) -> SudokuAug:
+        return SudokuAug(tuple(self.digit_map[i].tolist()), bool(self.transpose[i]),
+                         tuple(self.row_perm[i].tolist()), tuple(self.col_perm[i].tolist()))
+
+    def _move(self, x: torch.Tensor) -> torch.Tensor:
+        """Cells only: transpose?, then new (i, j) <- old (row_perm[i], col_perm[j]); x [n, 9, 9]."""
+        n = x.shape[0]
+        x = torch.where(self.transpose.to(x.device)[:, None, None], x.transpose(1, 2), x)
+        x = x.gather(1, self.row_perm.to(x.device)[:, :, None].expand(n, 9, 9))
+        return x.gather(2, self.col_perm.to(x.device)[:, None, :].expand(n, 9, 9))
+
+    def _unmove(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        x = x.gather(2, self.col_perm.argsort(1).to(x.device)[:, None, :].expand(n, 9, 9))
+        x = x.gather(1, self.row_perm.argsort(1).to(x.device)[:, :, None].expand(n, 9, 9))
+        return torch.where(self.transpose.to(x.device)[:, None, None], x.transpose(1, 2), x)
+
+    @staticmethod
+    def _relabel(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        out = table.to(x.device).gather(1, x.reshape(n, -1).long())
+        return out.view(x.shape).to(x.dtype)
+
+    def apply(self, grids: torch.Tensor) -> torch.Tensor:
+        """Digit grids [n, 9, 9] -> the augmented grids (same dtype)."""
+        return self._relabel(self._move(grids), self.digit_map)
+
+    def invert(self, grids: torch.Tensor) -> torch.Tensor:
+        """Undo `apply`."""
+        return self._relabel(self._unmove(grids), self.digit_map.argsort(1))
+
+    def _token_map(self, digit_map: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(digit_map[:, :1]), digit_map + 1], dim=1)  # PAD 0 kept
+
+    def apply_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Codec tokens [n, 81] -> the augmented tokens (same dtype)."""
+        n = tokens.shape[0]
+        return self._relabel(self._move(tokens.view(n, 9, 9)), self._token_map(self.digit_map)).view(n, 81)
+
+    def invert_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Undo `apply_tokens`."""
+        n = tokens.shape[0]
+        moved = self._unmove(tokens.view(n, 9, 9))
+        return self._relabel(moved, self._token_map(self.digit_map.argsort(1))).view(n, 81)
 
 
 @dataclass(frozen=True)
@@ -128,8 +248,7 @@ class ArcAug:
     perm: tuple[int, ...] = tuple(range(10))
 
     def __post_init__(self) -> None:
-        if not 0 <= self.k <= 7:
-            raise ValueError(f"dihedral transform id {self.k} is out of range 0-7")
+        _check_k(self.k)
         _check_perm(self.perm, 10, "colour permutation")
         if self.perm[0] != 0:
             raise ValueError(f"colour permutation must keep 0 (black) fixed; got {self.perm[0]}")

@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
+import torch
+
 from .errors import ErrorList, Loc, TaskInputError
 
 __all__ = [
     "SIZE", "SEQ_LEN", "VOCAB_SIZE", "PAD", "BLANK", "Grid",
-    "parse", "encode", "decode", "verify", "find_conflicts", "to_string",
+    "parse", "encode", "encode_batch", "decode", "verify", "is_solution_batch", "find_conflicts", "to_string",
 ]
 
 SIZE = 9
@@ -40,6 +42,7 @@ _BOXES = [
 ]
 _FULL = frozenset(range(1, 10))
 _UNIT_GETTERS = [itemgetter(*unit) for units in (_ROWS, _COLS, _BOXES) for unit in units]
+_UNITS = torch.tensor(_ROWS + _COLS + _BOXES)  # [27, 9] flat cell indices, for the batch check
 # Violation lists are capped so an empty answer does not produce 81 lines.
 MAX_VIOLATIONS = 30
 
@@ -105,6 +108,23 @@ def _parse_string(s: str, loc: Loc) -> Grid:
 def encode(grid: Grid) -> list[int]:
     """Grid -> 81 token ids (blank 1, digit d -> d + 1), the original builder's encoding."""
     return [v + 1 for row in grid for v in row]
+
+
+def encode_batch(grids: torch.Tensor) -> torch.Tensor:
+    """Digit grids [..., 9, 9] (0 = blank) -> token ids [..., 81] (same dtype): `encode` for tensors."""
+    return grids.reshape(*grids.shape[:-2], SEQ_LEN) + 1
+
+
+def is_solution_batch(puzzles: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+    """bool [N]: answer i is a complete, valid solution of puzzle i (digits [N, 81], 0 = blank).
+
+    The vectorised form of `verify(...) == []` for data files: givens kept, every row, column
+    and box holds 1-9 once.
+    """
+    a = answers.long()
+    units_ok = (a[:, _UNITS].sort(-1).values == torch.arange(1, SIZE + 1)).all(-1).all(-1)
+    givens_kept = ((puzzles == 0) | (puzzles == answers)).all(-1)
+    return units_ok & givens_kept
 
 
 def decode(tokens: Sequence[int] | Any) -> Grid:
