@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from service.scheduler import Request, Scheduler
+from service.engine import Engine
+from service.scheduler import Request
 from service.worker import ModelWorker
 from trm_core import TRM, TRMConfig, load_checkpoint, save_checkpoint
 
@@ -67,9 +68,10 @@ def _percentile(xs: list[float], q: float) -> float:
 
 def run_scheduler(model: TRM, workload: list, batching: str, slots: int, max_wait_s: float) -> dict[str, float]:
     """Drive the real Scheduler + ModelWorker thread; arrivals are paced by this thread."""
-    scheduler = Scheduler(model, slots, max_queue=len(workload), batching=batching, max_wait_s=max_wait_s)
-    scheduler.warmup(2)
-    worker = ModelWorker(batching, scheduler)
+    engine = Engine.for_model(model, slots, max_queue=len(workload), batching=batching, max_wait_s=max_wait_s)
+    engine.warmup(2)
+    scheduler = engine.scheduler
+    worker = ModelWorker(batching, engine)
     done = threading.Event()
     latencies: list[float] = []
     lock = threading.Lock()

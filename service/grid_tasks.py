@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from starlette.requests import Request as HttpRequest
 
 from trm_core.tasks import TaskInputError, maze, sudoku
 from trm_core.tasks.arc_vote import sigmoid
+from trm_core.tasks.views import views_for
 
 from .admission import check_batch_rows, validate
 from .metrics import Metrics
@@ -89,6 +91,21 @@ def _accept(task: GridTask, served: ServedModel, puzzle: Any) -> Callable[[list[
     return lambda tokens: not task.verify(puzzle, task.decode(tokens, served))
 
 
+def _row(task: GridTask, served: ServedModel, grid: Any, halting: str, num_views: int) -> RowSpec:
+    """One request row, or a group of `num_views` views of the puzzle (view 0 = as posted).
+
+    With views the rule check is always attached: under verified halting it ends the group, and
+    otherwise the vote ranks answers that pass it first.
+    """
+    tokens = task.encode(grid)
+    accept = _accept(task, served, grid) if halting == "verified" or num_views > 1 else None
+    if num_views == 1:
+        return RowSpec(tokens=tokens, accept=accept)
+    views = views_for(task.name, num_views, grid_shape=served.grid_shape)
+    return RowSpec(tokens=views.apply(torch.tensor(tokens, dtype=torch.int32)), accept=accept,
+                   map_back=views.invert_one)
+
+
 def build_result(task: GridTask, served: ServedModel, puzzle: Any, r: Request, t0: float,
                  metrics: Metrics | None) -> dict[str, Any]:
     solution = task.decode(r.answer, served)  # type: ignore[arg-type]  # halted rows have an answer
@@ -101,8 +118,10 @@ def build_result(task: GridTask, served: ServedModel, puzzle: Any, r: Request, t
         "timings": {"queue_s": (r.admitted_time or r.arrival_time) - r.arrival_time,
                     "compute_s": (r.finished_time or 0.0) - (r.admitted_time or r.arrival_time),
                     "total_s": time.monotonic() - t0},
-        "model": served.name,
+        "model": served.name, "views": r.views_run, "view": r.view, "row_steps": r.row_steps,
     }
+    if task.name == "maze":
+        result["shortest"] = not violations and maze.is_shortest(puzzle, solution)
     if r.return_steps:
         result["trajectory"] = [task.decode(tokens, served) for tokens in r.trajectory]
         result["trajectory_confidence"] = [sigmoid(q) for q in r.trajectory_q_halt]
@@ -121,8 +140,7 @@ async def solve_grid(task: GridTask, body: SolveOptions, single: Any, batch: lis
         items, locs = batch, [("body", "puzzles", i) for i in range(len(batch))]
     check_batch_rows(len(items), served, locs[0][:2])  # before parsing: an oversized batch costs nothing
     grids = await validate(parse_all, task, items, locs, served, num_items=len(items))
-    rows = [RowSpec(tokens=task.encode(g), accept=_accept(task, served, g) if opts.halting == "verified" else None)
-            for g in grids]
+    rows = [_row(task, served, g, opts.halting, opts.views) for g in grids]
     deadline = t0 + settings.request_timeout_s
     finished = await run_rows(served, rows, opts, deadline=deadline, http=http)
     results = [build_result(task, served, g, r, t0, metrics) for g, r in zip(grids, finished, strict=True)]

@@ -24,6 +24,7 @@ from trm_core import TRM, CheckpointFormatError, TRMConfig, load_checkpoint
 from trm_core.tasks import TASK_NAMES, check_model_shape, grid_shape
 from trm_core.tasks.augment import ArcAug, parse_version_name
 
+from .engine import Engine
 from .scheduler import Scheduler, SchedulerStats, StepReport
 from .settings import Settings
 from .worker import ModelWorker
@@ -61,7 +62,7 @@ class ServedModel:
     task: str
     model: TRM
     meta: dict[str, Any]
-    scheduler: Scheduler
+    engine: Engine
     worker: ModelWorker
     is_default: bool = False
     arc_tasks: dict[str, list[ArcVersion]] = field(default_factory=dict)  # task fingerprint -> versions
@@ -69,6 +70,10 @@ class ServedModel:
     @property
     def config(self) -> TRMConfig:
         return self.model.config
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.engine.scheduler
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -157,7 +162,7 @@ class ModelRegistry:
         for name, path in specs:
             t0 = time.perf_counter()
             served = self._load_one(name, path)
-            served.scheduler.warmup(s.warmup_steps)
+            served.engine.warmup(s.warmup_steps)
             if served.task not in self.defaults:
                 self.defaults[served.task] = name
                 served.is_default = True
@@ -174,7 +179,7 @@ class ModelRegistry:
             if task not in TASK_NAMES:
                 raise ValueError(f"task {task!r} has no codec; served tasks: {', '.join(TASK_NAMES)}")
             served = ServedModel(name=name, path=path, task=task, model=model, meta=meta,
-                                 scheduler=None, worker=None)  # type: ignore[arg-type]  # set below
+                                 engine=None, worker=None)  # type: ignore[arg-type]  # set below
             cfg = model.config
             check_model_shape(task, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, grid_height=cfg.grid_height,
                               grid_width=cfg.grid_width)
@@ -184,9 +189,9 @@ class ModelRegistry:
                                                     s.arc_max_versions)
         except (FileNotFoundError, CheckpointFormatError, ValueError, OSError) as e:
             raise RegistryError(f"cannot serve model {name!r} from {path}: {e}") from e
-        served.scheduler = Scheduler(model.eval(), s.max_batch, s.max_queue, batching=s.batching,
-                                     max_wait_s=s.max_wait_s)
-        served.worker = ModelWorker(name, served.scheduler)
+        served.engine = Engine.for_model(model, s.max_batch, s.max_queue, batching=s.batching,
+                                         max_wait_s=s.max_wait_s, stall_steps=s.stall_steps)
+        served.worker = ModelWorker(name, served.engine)
         return served
 
     def start(self, on_step: Callable[[ServedModel, StepReport], None] | None = None) -> None:

@@ -1,7 +1,17 @@
-"""One row of work for the scheduler and its lifecycle status (vLLM's request.py, for ACT steps).
+"""One unit of work for the scheduler and its lifecycle status (vLLM's request.py, for ACT steps).
 
-A `Request` is a tokenized puzzle plus its halting policy; the scheduler fills in its results
-(answer tokens, steps, halting reason, confidence, timestamps) and calls `on_finish` exactly once.
+A `Request` is a tokenized puzzle plus its halting policy. It is a *group* of K rows, one per view
+of the puzzle (vLLM's parallel sampling `n`, with a rule check instead of sampling): `inputs` is
+[L] for one row or [K, L] for K views. The rows share one result. The scheduler fills in the result
+(answer tokens in the puzzle's own frame, steps, halting reason, confidence, timestamps) and calls
+`on_finish` exactly once.
+
+How a group ends (docs/ARCHITECTURE.md, "groups of views"):
+- `verified` halting: at the first row whose answer, mapped back (`map_back`), passes `accept`;
+  the other rows leave before the next step;
+- otherwise when every row has halted; then the rows vote: identical mapped-back answers pool
+  their votes, answers that pass `accept` (when given) rank first, then votes, then mean
+  sigmoid(q_halt); ties keep arrival order.
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-HALTING_MODES = ("learned", "verified", "fixed")
+from trm_core.halting import HALTING_MODES
+
+__all__ = ["HALTING_MODES", "Request", "RequestStatus", "RowResult"]
 
 
 class RequestStatus(enum.IntEnum):
@@ -32,31 +44,52 @@ class RequestStatus(enum.IntEnum):
         return self > RequestStatus.RUNNING
 
 
+@dataclass
+class RowResult:
+    """One halted row of a group (one view): its answer mapped back to the puzzle's frame."""
+
+    view: int
+    answer: list[int]
+    steps: int
+    q_halt_logit: float
+    halt_reason: str
+    trajectory: list[list[int]] = field(default_factory=list)  # mapped back, with return_steps
+    trajectory_q_halt: list[float] = field(default_factory=list)
+
+
 @dataclass(eq=False)
 class Request:
-    """One row of work: a tokenized puzzle plus its halting policy. Results are filled in on finish."""
+    """A group of rows (one per view of one puzzle) that share one result; K = 1 is a plain row."""
 
     request_id: str
-    inputs: torch.Tensor  # int [seq_len], CPU
-    max_steps: int  # step budget (>= 1)
+    inputs: torch.Tensor  # int [seq_len] (one row) or [K, seq_len] (K views; view 0 = as posted), CPU
+    max_steps: int  # step budget per row (>= 1)
     halting: str = "learned"
     puzzle_id: int = 0
-    accept: Callable[[list[int]], bool] | None = None  # verified mode: does this answer pass the rules?
-    return_steps: bool = False  # keep the predicted tokens after every step
+    accept: Callable[[list[int]], bool] | None = None  # does an answer (puzzle's frame) pass the rules?
+    map_back: Callable[[int, list[int]], list[int]] | None = None  # (view, answer tokens) -> puzzle's frame
+    max_running_rows: int | None = None  # rows of this group stepping at once (None: as many as fit)
+    return_steps: bool = False  # keep the predicted tokens (and q_halt) after every step
     deadline: float = math.inf  # time.monotonic() after which the request is finished as TIMEOUT
     on_finish: Callable[[Request], None] | None = None  # called once, on the thread that finished it
     arrival_time: float = field(default_factory=time.monotonic)
 
     status: RequestStatus = RequestStatus.WAITING
-    slot: int | None = None
     admitted_time: float | None = None
     finished_time: float | None = None
+    # the result (the winning row's, for a group)
     steps: int = 0
-    answer: list[int] | None = None  # predicted tokens at the halting step
+    answer: list[int] | None = None  # predicted tokens at the halting step, in the puzzle's frame
     q_halt_logit: float = math.nan
     halt_reason: str | None = None  # "learned" | "verified" | "budget" when FINISHED_HALTED
+    view: int = 0  # which view produced the answer
     trajectory: list[list[int]] = field(default_factory=list)
-    trajectory_q_halt: list[float] = field(default_factory=list)  # q_halt logit after each step (return_steps)
+    trajectory_q_halt: list[float] = field(default_factory=list)  # q_halt logit after every step
+    row_steps: int = 0  # ACT steps summed over every row of the group: the compute it cost
+    # group bookkeeping (the scheduler's)
+    slots: list[int] = field(default_factory=list)  # slots its running rows hold
+    next_view: int = 0  # next view to admit
+    rows: list[RowResult] = field(default_factory=list)  # halted rows, in halting order
 
     def __post_init__(self) -> None:
         if self.halting not in HALTING_MODES:
@@ -65,3 +98,35 @@ class Request:
             raise ValueError(f"max_steps={self.max_steps}; a request needs at least 1 step")
         if self.halting == "verified" and self.accept is None:
             raise ValueError("halting='verified' needs an accept(answer) callback")
+        if self.inputs.dim() not in (1, 2) or (self.inputs.dim() == 2 and self.inputs.shape[0] < 1):
+            raise ValueError(f"inputs must be [seq_len] or [views, seq_len]; got {tuple(self.inputs.shape)}")
+        if self.num_views > 1 and self.map_back is None:
+            raise ValueError("a request with several views needs map_back(view, answer)")
+        if self.max_running_rows is not None and self.max_running_rows < 1:
+            raise ValueError(f"max_running_rows={self.max_running_rows}; at least 1")
+
+    @property
+    def num_views(self) -> int:
+        return 1 if self.inputs.dim() == 1 else self.inputs.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.inputs.shape[-1]
+
+    def view_inputs(self, view: int) -> torch.Tensor:
+        return self.inputs if self.inputs.dim() == 1 else self.inputs[view]
+
+    @property
+    def num_unadmitted(self) -> int:
+        """Rows not yet given a slot (they count against the queue's capacity)."""
+        return self.num_views - self.next_view
+
+    @property
+    def views_run(self) -> int:
+        """Views that got a slot (a group that finished early never ran the rest)."""
+        return self.next_view
+
+    @property
+    def slot(self) -> int | None:
+        """The slot of a one-row request while it runs (None otherwise)."""
+        return self.slots[0] if self.slots else None

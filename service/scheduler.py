@@ -3,40 +3,46 @@
 LLM servers (Orca, vLLM) schedule at the granularity of one decoding iteration so that finished
 sequences leave and new ones join between two forward passes. A TRM has the same shape one level
 up: every row of a batch halts at its own ACT step. This module keeps a fixed pool of slots (the
-rows of one carry), and between two steps lets halted rows leave and waiting requests take the
-free slots.
+rows of one carry), and between two steps lets halted rows leave and waiting rows take the free
+slots. A request is a group of rows (one per view of its puzzle, service/request.py) that share one
+result.
 
-Surface (vLLM v1's scheduler interface): `add_request(s)`, `cancel`, `schedule()` (decisions only,
-returned as data), `update_from_output()` (the model's plain output in, finished requests out),
-`stats()`; `step()` composes schedule -> model -> update. What is not here: asyncio, HTTP,
-Prometheus, codecs. A worker thread (service/worker.py) drives `step()`; callbacks
-(`Request.on_finish`) carry results out. `add_request(s)` and `cancel` may be called from any
-thread; `schedule`/`step`/`update_from_output` from one thread only (the worker).
+The Scheduler is bookkeeping over plain data only (vLLM v1's split): it never touches a model or a
+device. `schedule()` returns what the model runner must do (rows to reset, the prefix to step);
+`update_from_output()` takes the runner's plain output (q_halt per row, argmax tokens) and returns
+the requests that finished. Neither fires callbacks: the engine (service/engine.py) does, after
+them. `add_request(s)` and `cancel` may be called from any thread; `schedule`/`update_from_output`
+from one thread only (the worker's).
 
-Halting (trm_core.halting semantics, decided per row on the host after one transfer per step):
-`learned` halts when q_halt > 0, `fixed` only at the step budget, `verified` as soon as the
-request's `accept(answer)` passes (a verified answer is final); every mode halts at the budget.
+Halting is `trm_core.halting` (one rule for trainer, evaluator and server), decided per row on the
+host after one transfer per step. Fairness under groups: free slots are dealt one row per request
+per round, oldest request first, so a K=256 group never starves single-row requests behind it,
+and each group runs at most `max_running_rows` rows at once (its views run in waves, which is also
+what makes early exit pay). The queue's capacity is counted in rows not yet admitted.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 
 import torch
 
-from trm_core import TRM, Carry
+from trm_core.halting import halt_reason
+from trm_core.tasks.arc_vote import sigmoid
 
-from .request import HALTING_MODES, Request, RequestStatus
+from .request import HALTING_MODES, Request, RequestStatus, RowResult
 
-__all__ = ["Scheduler", "SchedulerOutput", "StepResult", "StepReport", "SchedulerStats", "QueueFullError",
-           "Request", "RequestStatus", "HALTING_MODES"]
+__all__ = ["Scheduler", "SchedulerOutput", "AdmittedRow", "ModelOutput", "StepReport", "SchedulerStats",
+           "QueueFullError", "Request", "RequestStatus", "RowResult", "HALTING_MODES"]
 
 logger = logging.getLogger(__name__)
+
 
 class QueueFullError(RuntimeError):
     """The wait queue cannot take the request's rows; retry later (HTTP 429)."""
@@ -46,18 +52,27 @@ class QueueFullError(RuntimeError):
         self.needed, self.depth, self.capacity = needed, depth, capacity
 
 
+@dataclass(frozen=True)
+class AdmittedRow:
+    """A row that joins the pool before the next step: the runner resets its slot with these inputs."""
+
+    slot: int
+    inputs: torch.Tensor  # int [seq_len], CPU
+    puzzle_id: int
+
+
 @dataclass
 class SchedulerOutput:
-    """What `schedule()` decided for the next step (plain data, no tensors)."""
+    """What `schedule()` decided for the next step (plain data)."""
 
-    admitted: list[Request]  # joined this step; their rows must be reset before stepping
+    admitted: list[AdmittedRow]  # rows to reset before stepping
     finished: list[Request]  # left without stepping (cancelled, timed out)
-    num_rows: int  # rows to step: the prefix of the pool that holds every running slot
+    num_rows: int  # rows to step: the prefix of the pool that holds every running row
 
 
 @dataclass
-class StepResult:
-    """The model's output for one step, moved to the host (the one sync per step)."""
+class ModelOutput:
+    """The runner's output for one step, on the host (the one sync per step)."""
 
     q_halt: list[float]  # [num_rows]
     preds: torch.Tensor  # int [num_rows, seq_len] argmax tokens, CPU
@@ -65,7 +80,7 @@ class StepResult:
 
 @dataclass
 class StepReport:
-    """What one `step()` did, for metrics and benchmarks."""
+    """What one engine step did, for metrics and benchmarks."""
 
     num_running: int  # rows holding a request during the step
     num_slots: int
@@ -75,78 +90,84 @@ class StepReport:
 
 @dataclass
 class SchedulerStats:
-    num_waiting: int
-    num_running: int
+    num_waiting: int  # rows not yet admitted
+    num_running: int  # rows in slots
     num_slots: int
     num_steps: int  # model steps taken
-    num_finished: int
+    num_finished: int  # requests finished
     occupancy_sum: float  # sum over steps of running/slots; mean = occupancy_sum / num_steps
     busy_s: float  # wall time spent in model steps
+    num_rows_finished: int = 0  # rows that left the pool (halted or evicted)
+    row_steps_sum: int = 0  # steps those rows took
 
     @property
     def mean_occupancy(self) -> float:
         return self.occupancy_sum / self.num_steps if self.num_steps else 0.0
 
+    @property
+    def mean_step_s(self) -> float | None:
+        return self.busy_s / self.num_steps if self.num_steps else None
+
+
+@dataclass(eq=False)
+class _Row:
+    """A slot's occupant: one view of one request."""
+
+    request: Request
+    view: int
+    steps: int = 0
+    last: list[int] | None = None  # previous step's tokens (stall detection)
+    unchanged: int = 0  # consecutive steps with the same answer
+    trajectory: list[list[int]] = field(default_factory=list)
+    trajectory_q_halt: list[float] = field(default_factory=list)
+
 
 class Scheduler:
-    """Slot pool, bounded wait queue and halting bookkeeping for one model.
+    """Slot pool, bounded wait queue and halting bookkeeping for one model (no model inside).
 
     Args:
-        model: a TRM in eval mode; its device is the pool's device.
         num_slots: rows in the carry (the maximum batch).
         max_queue: rows allowed to wait; more raise QueueFullError.
         batching: "continuous" admits into free slots between any two steps; "request" admits only
             into an empty pool and runs that batch until every row has finished (the baseline).
-        max_wait_s: when the pool is empty and fewer requests wait than there are slots, hold the
+        max_wait_s: when the pool is empty and fewer rows wait than there are slots, hold the
             first step this long after the oldest arrival so that a batch can form.
+        seq_len: the model's sequence length; requests of another length are refused.
+        stall_steps: > 0 halts a `verified` row whose answer has not changed for this many steps
+            (halt_reason "stalled"): it would otherwise spend its whole budget on an answer it keeps.
     """
 
-    def __init__(self, model: TRM, num_slots: int, max_queue: int, *, batching: str = "continuous",
-                 max_wait_s: float = 0.0) -> None:
+    def __init__(self, num_slots: int, max_queue: int, *, batching: str = "continuous", max_wait_s: float = 0.0,
+                 seq_len: int | None = None, stall_steps: int = 0) -> None:
         if batching not in ("continuous", "request"):
             raise ValueError(f"batching={batching!r}; use 'continuous' or 'request'")
-        self.model = model
         self.num_slots, self.max_queue, self.batching, self.max_wait_s = num_slots, max_queue, batching, max_wait_s
+        self.seq_len, self.stall_steps = seq_len, stall_steps
         self.requests: dict[str, Request] = {}  # every unfinished request by id
-        self.waiting: deque[Request] = deque()
-        self.running: list[Request | None] = [None] * num_slots  # slot -> request
+        self.waiting: deque[Request] = deque()  # no row admitted yet, in arrival order
+        self.active: list[Request] = []  # some row admitted, more to run or running, in arrival order
+        self.running: list[_Row | None] = [None] * num_slots  # slot -> row
         self._num_waiting_rows = 0
         self._pending_cancels: list[tuple[str, RequestStatus]] = []
         self._lock = threading.Lock()  # guards requests, waiting, _pending_cancels (cross-thread)
-        self._num_steps = self._num_finished = 0
+        self._num_steps = self._num_finished = self._num_rows_finished = self._row_steps_sum = 0
         self._occupancy_sum = self._busy_s = 0.0
-        self._alloc_pool()
-
-    def _alloc_pool(self) -> None:
-        """Carry and host staging buffers, allocated once; rows are reset in place with masks."""
-        cfg, B = self.model.config, self.num_slots
-        with torch.inference_mode():
-            self.carry: Carry = self.model.empty_carry(B)
-        pin = self.model.device.type == "cuda"
-        self._stage_rows = torch.zeros(B, dtype=torch.bool, pin_memory=pin)
-        self._stage_inputs = torch.zeros(B, cfg.seq_len, dtype=torch.int32, pin_memory=pin)
-        self._stage_pids = torch.zeros(B, dtype=torch.int32, pin_memory=pin)
-
-    def reset_pool(self) -> None:
-        """Fresh carry after a failed step (its tensors may be half-written). Pool must be empty."""
-        if any(r is not None for r in self.running):
-            raise RuntimeError("reset_pool with running requests; abort_all first")
-        self._alloc_pool()
 
     # ---- requests in (any thread) -----------------------------------------------------------
     def add_request(self, request: Request) -> None:
         self.add_requests([request])
 
     def add_requests(self, requests: Iterable[Request]) -> None:
-        """Queue requests all-or-nothing: either every one fits in the queue or QueueFullError."""
+        """Queue requests all-or-nothing: either every row fits in the queue or QueueFullError."""
         requests = list(requests)
-        seq_len = self.model.config.seq_len
         for r in requests:
-            if tuple(r.inputs.shape) != (seq_len,):
-                raise ValueError(f"request {r.request_id}: inputs shape {tuple(r.inputs.shape)}, expected ({seq_len},)")
+            if self.seq_len is not None and r.seq_len != self.seq_len:
+                raise ValueError(f"request {r.request_id}: inputs shape {tuple(r.inputs.shape)}, "
+                                 f"expected ({self.seq_len},) per row")
+        needed = sum(r.num_views for r in requests)
         with self._lock:
-            if self._num_waiting_rows + len(requests) > self.max_queue:
-                raise QueueFullError(len(requests), self._num_waiting_rows, self.max_queue)
+            if self._num_waiting_rows + needed > self.max_queue:
+                raise QueueFullError(needed, self._num_waiting_rows, self.max_queue)
             dup = [r.request_id for r in requests if r.request_id in self.requests]
             if dup or len({r.request_id for r in requests}) != len(requests):
                 raise ValueError(f"duplicate request ids: {dup or [r.request_id for r in requests]}")
@@ -154,39 +175,41 @@ class Scheduler:
                 r.status = RequestStatus.WAITING
                 self.requests[r.request_id] = r
                 self.waiting.append(r)
-            self._num_waiting_rows += len(requests)
+            self._num_waiting_rows += needed
 
     def cancel(self, request_id: str, status: RequestStatus = RequestStatus.FINISHED_CANCELLED) -> bool:
-        """Finish a request early. A waiting one leaves now; a running one frees its slot before the
-        next step (never mid-step). Returns False when it is unknown or already finished."""
+        """Finish a request early. A waiting one leaves now (its callback fires here); a running one
+        frees its slots before the next step (never mid-step). False when unknown or finished."""
         if not status.is_finished:
             raise ValueError(f"cancel needs a finished status, got {status.name}")
         with self._lock:
             r = self.requests.get(request_id)
             if r is None:
                 return False
-            if r.status == RequestStatus.WAITING:
-                self.waiting.remove(r)
-                self._num_waiting_rows -= 1
-                del self.requests[request_id]
-            else:
+            if r.status != RequestStatus.WAITING:
                 self._pending_cancels.append((request_id, status))
                 return True
-        self._finish(r, status, time.monotonic())
+            self._drop_unlocked(r)
+            self._finish_unlocked(r, status, time.monotonic())
+        self.call_on_finish(r)
         return True
 
     def abort_all(self, status: RequestStatus = RequestStatus.FINISHED_ABORTED) -> list[Request]:
-        """Finish every unfinished request (shutdown, or a failed step). Call from the stepping thread."""
+        """Finish every unfinished request (shutdown, or a failed step), firing their callbacks.
+        Call from the stepping thread."""
         with self._lock:
             victims = list(self.requests.values())
             self.requests.clear()
             self.waiting.clear()
+            self.active.clear()
             self._num_waiting_rows = 0
             self._pending_cancels.clear()
-        now = time.monotonic()
+            now = time.monotonic()
+            for r in victims:
+                self._release(r)
+                self._finish_unlocked(r, status, now)
         for r in victims:
-            self._release(r)
-            self._finish(r, status, now)
+            self.call_on_finish(r)
         return victims
 
     # ---- one iteration (stepping thread) ----------------------------------------------------
@@ -197,11 +220,11 @@ class Scheduler:
         """0 to step now, > 0 to hold a partial first batch that long, None when there is nothing to do."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            if any(r is not None for r in self.running) or self._pending_cancels:
+            if self.active or self._pending_cancels:
                 return 0.0
             if not self.waiting:
                 return None
-            if len(self.waiting) >= self.num_slots or self.max_wait_s <= 0:
+            if self._num_waiting_rows >= self.num_slots or self.max_wait_s <= 0:
                 return 0.0
             oldest = self.waiting[0]
             return max(0.0, min(oldest.arrival_time + self.max_wait_s, oldest.deadline) - now)
@@ -210,166 +233,121 @@ class Scheduler:
         """Decide who leaves and who joins before the next step.
 
         NOTE: this is the one idea of the service. Rows halt independently, so there is no batch
-        boundary: cancelled and timed-out rows leave here (halted ones already left in
-        `update_from_output`), and waiting requests take the free slots, lowest slot first so
-        that the stepped prefix of the pool stays short at low load.
+        boundary: cancelled and timed-out requests leave here (halted rows already left in
+        `update_from_output`), and waiting rows take the free slots, lowest slot first so that the
+        stepped prefix of the pool stays short at low load.
         """
         now = time.monotonic() if now is None else now
         finished: list[Request] = []
+        admitted: list[AdmittedRow] = []
         with self._lock:
             # 1. Cancellations requested since the last step.
             for request_id, status in self._pending_cancels:
-                r = self.requests.pop(request_id, None)
+                r = self.requests.get(request_id)
                 if r is not None:
+                    self._drop_unlocked(r)
                     finished.append(self._finish_unlocked(r, status, now))
             self._pending_cancels.clear()
             # 2. Deadlines, waiting and running alike.
             for r in [r for r in self.requests.values() if r.deadline <= now]:
-                if r.status == RequestStatus.WAITING:
-                    self.waiting.remove(r)
-                    self._num_waiting_rows -= 1
-                del self.requests[r.request_id]
+                self._drop_unlocked(r)
                 finished.append(self._finish_unlocked(r, RequestStatus.FINISHED_TIMEOUT, now))
             # 3. Admission. Request-level batching admits only into an empty pool.
-            admitted: list[Request] = []
-            is_empty = all(r is None for r in self.running)
-            if self.batching == "continuous" or is_empty:
-                for slot in range(self.num_slots):
-                    if not self.waiting:
-                        break
-                    if self.running[slot] is None:
-                        r = self.waiting.popleft()
-                        self._num_waiting_rows -= 1
-                        r.status, r.slot, r.admitted_time = RequestStatus.RUNNING, slot, now
-                        self.running[slot] = r
-                        admitted.append(r)
-        for r in finished:
-            self._call_on_finish(r)
-        occupied = [slot for slot, r in enumerate(self.running) if r is not None]
+            free = [slot for slot, row in enumerate(self.running) if row is None]
+            if free and (self.batching == "continuous" or len(free) == self.num_slots):
+                admitted = self._admit_unlocked(free, now)
+        occupied = [slot for slot, row in enumerate(self.running) if row is not None]
         return SchedulerOutput(admitted=admitted, finished=finished, num_rows=occupied[-1] + 1 if occupied else 0)
 
-    def execute(self, sched: SchedulerOutput) -> StepResult | None:
-        """Reset the admitted rows and run one model step over the occupied prefix of the pool."""
-        n = sched.num_rows
-        if n == 0:
-            return None
-        with torch.inference_mode():
-            view = _slice_carry(self.carry, n)
-            if sched.admitted:
-                for r in sched.admitted:
-                    self._stage_rows[r.slot] = True
-                    self._stage_inputs[r.slot].copy_(r.inputs)
-                    self._stage_pids[r.slot] = r.puzzle_id
-                dev = self.model.device
-                view = self.model.reset_rows(view, self._stage_rows[:n].to(dev, non_blocking=True),
-                                             self._stage_inputs[:n].to(dev, non_blocking=True),
-                                             self._stage_pids[:n].to(dev, non_blocking=True))
-            view, out = self.model.step(view)
-            # The one host sync per step: the halting decision needs q_halt, the answers need tokens.
-            q_halt = out.q_halt_logits.float().cpu().tolist()
-            preds = out.logits.argmax(dim=-1).to(torch.int32).cpu()  # [n, L]
-            if sched.admitted:  # only now: a non_blocking copy from pinned memory may still have been pending
-                self._stage_rows.zero_()
-            if n == self.num_slots:
-                self.carry = view
-            else:  # write the stepped prefix back into the pool (rows >= n are idle and untouched)
-                for f in fields(Carry):
-                    getattr(self.carry, f.name)[:n].copy_(getattr(view, f.name))
-        return StepResult(q_halt=q_halt, preds=preds)
+    def _admit_unlocked(self, free: list[int], now: float) -> list[AdmittedRow]:
+        """Deal free slots one row per request per round, oldest request first (see module doc)."""
+        admitted: list[AdmittedRow] = []
+        free.reverse()  # pop() from the end = lowest slot first
+        while free:
+            candidates = [r for r in self.active if r.num_unadmitted and self._under_cap(r)]
+            for r in self.waiting:
+                if len(candidates) >= len(free):
+                    break
+                candidates.append(r)
+            if not candidates:
+                break
+            for r in candidates:
+                if not free:
+                    break
+                if r.status == RequestStatus.WAITING:
+                    self.waiting.remove(r)
+                    self.active.append(r)
+                    r.status, r.admitted_time = RequestStatus.RUNNING, now
+                slot = free.pop()
+                view = r.next_view
+                r.next_view += 1
+                self._num_waiting_rows -= 1
+                r.slots.append(slot)
+                self.running[slot] = _Row(r, view)
+                admitted.append(AdmittedRow(slot, r.view_inputs(view), r.puzzle_id))
+        return admitted
 
-    def update_from_output(self, sched: SchedulerOutput, result: StepResult | None,
+    @staticmethod
+    def _under_cap(r: Request) -> bool:
+        return r.max_running_rows is None or len(r.slots) < r.max_running_rows
+
+    def update_from_output(self, sched: SchedulerOutput, output: ModelOutput | None,
                            now: float | None = None) -> list[Request]:
-        """Advance every running row by one step and let the halted ones leave. Returns those."""
-        if result is None:
+        """Advance every running row by one step, let halted rows leave, and return the requests
+        (groups) that finished. Callbacks are the caller's (the engine fires them)."""
+        if output is None:
             return []
         now = time.monotonic() if now is None else now
-        halted: list[Request] = []
+        done: list[Request] = []
         for slot in range(sched.num_rows):
-            r = self.running[slot]
-            if r is None:
+            row = self.running[slot]
+            if row is None or row.request.status != RequestStatus.RUNNING:
+                continue  # idle, or its group already finished earlier in this loop
+            r = row.request
+            row.steps += 1
+            r.row_steps += 1
+            q = output.q_halt[slot]
+            tokens = output.preds[slot].tolist()
+            answer = tokens if r.map_back is None or row.view == 0 else r.map_back(row.view, tokens)
+            verified = r.halting == "verified" and r.accept(answer)  # type: ignore[misc]  # checked in Request
+            if r.return_steps:
+                row.trajectory.append(answer)
+                row.trajectory_q_halt.append(q)
+            reason = halt_reason(q, row.steps, r.max_steps, mode=r.halting, verified=verified)
+            if reason is None and self.stall_steps and r.halting == "verified":
+                row.unchanged = row.unchanged + 1 if tokens == row.last else 0
+                row.last = tokens
+                if row.unchanged >= self.stall_steps:
+                    reason = "stalled"
+            if reason is None:
                 continue
-            r.steps += 1
-            q = result.q_halt[slot]
-            tokens: list[int] | None = None
-            if r.return_steps or r.halting == "verified":
-                tokens = result.preds[slot].tolist()
-                if r.return_steps:
-                    r.trajectory.append(tokens)
-                    r.trajectory_q_halt.append(q)
-            reason = None
-            if r.halting == "verified":
-                if r.accept(tokens):  # type: ignore[misc]  # __post_init__ guarantees it
-                    reason = "verified"
-            elif r.halting == "learned" and q > 0:
-                reason = "learned"
-            if reason is None and r.steps >= r.max_steps:
-                reason = "budget"
-            if reason is not None:
-                r.answer = tokens if tokens is not None else result.preds[slot].tolist()
-                r.q_halt_logit, r.halt_reason = q, reason
-                halted.append(r)
+            self._vacate(slot, row)
+            r.rows.append(RowResult(row.view, answer, row.steps, q, reason, row.trajectory, row.trajectory_q_halt))
+            if reason == "verified" or (not r.num_unadmitted and not r.slots):
+                self._settle(r, winner=r.rows[-1] if reason == "verified" else None)
+                done.append(r)
         with self._lock:
-            for r in halted:
-                self.requests.pop(r.request_id, None)
+            for r in done:
+                self._drop_unlocked(r)
                 self._finish_unlocked(r, RequestStatus.FINISHED_HALTED, now)
-        for r in halted:
-            self._call_on_finish(r)
-        return halted
+        return done
 
-    def step(self) -> StepReport:
-        """Schedule, execute, update: one ACT step for every running row."""
-        t0 = time.perf_counter()
-        sched = self.schedule()
-        num_running = sum(r is not None for r in self.running)
-        result = self.execute(sched)
-        duration = time.perf_counter() - t0
-        halted = self.update_from_output(sched, result)
-        if result is not None:
-            self._num_steps += 1
-            self._occupancy_sum += num_running / self.num_slots
-            self._busy_s += duration
-        return StepReport(num_running=num_running if result is not None else 0, num_slots=self.num_slots,
-                          duration_s=duration, finished=sched.finished + halted)
-
-    def warmup(self, num_steps: int) -> None:
-        """Run `num_steps` steps on a full pool of padding (allocator, kernels), then leave it idle."""
-        if self.requests:
-            raise RuntimeError("warmup must run before any request is added")
-        with torch.inference_mode():
-            carry = self.model.empty_carry(self.num_slots)
-            ones = torch.ones(self.num_slots, dtype=torch.bool, device=self.model.device)
-            carry = self.model.reset_rows(carry, ones, carry.inputs, carry.puzzle_ids)
-            for _ in range(num_steps):
-                carry, out = self.model.step(carry)
-                out.q_halt_logits.cpu()  # wait for the device, as a real step does
-        self._alloc_pool()
+    def record_step(self, num_running: int, duration_s: float) -> None:
+        """Account one model step (the engine calls this after a step that ran)."""
+        self._num_steps += 1
+        self._occupancy_sum += num_running / self.num_slots
+        self._busy_s += duration_s
 
     def stats(self) -> SchedulerStats:
         with self._lock:
             return SchedulerStats(
-                num_waiting=self._num_waiting_rows, num_running=sum(r is not None for r in self.running),
+                num_waiting=self._num_waiting_rows, num_running=sum(row is not None for row in self.running),
                 num_slots=self.num_slots, num_steps=self._num_steps, num_finished=self._num_finished,
-                occupancy_sum=self._occupancy_sum, busy_s=self._busy_s)
-
-    # ---- internals ---------------------------------------------------------------------------
-    def _release(self, r: Request) -> None:
-        if r.slot is not None and self.running[r.slot] is r:
-            self.running[r.slot] = None
-        r.slot = None
-
-    def _finish_unlocked(self, r: Request, status: RequestStatus, now: float) -> Request:
-        self._release(r)
-        r.status, r.finished_time = status, now
-        self._num_finished += 1
-        return r
-
-    def _finish(self, r: Request, status: RequestStatus, now: float) -> None:
-        with self._lock:
-            self._finish_unlocked(r, status, now)
-        self._call_on_finish(r)
+                occupancy_sum=self._occupancy_sum, busy_s=self._busy_s,
+                num_rows_finished=self._num_rows_finished, row_steps_sum=self._row_steps_sum)
 
     @staticmethod
-    def _call_on_finish(r: Request) -> None:
+    def call_on_finish(r: Request) -> None:
         if r.on_finish is None:
             return
         try:
@@ -377,9 +355,55 @@ class Scheduler:
         except Exception:  # a broken callback must not stop the pool; the request is finished anyway
             logger.exception("on_finish callback of request %s failed", r.request_id)
 
+    # ---- internals ---------------------------------------------------------------------------
+    def _settle(self, r: Request, winner: RowResult | None) -> None:
+        """Fill in a finished group's result: the verified row, or the vote over its halted rows."""
+        if winner is None:
+            winner = _vote(r)
+        r.answer, r.steps, r.q_halt_logit, r.halt_reason, r.view = (
+            winner.answer, winner.steps, winner.q_halt_logit, winner.halt_reason, winner.view)
+        r.trajectory, r.trajectory_q_halt = winner.trajectory, winner.trajectory_q_halt
 
-def _slice_carry(carry: Carry, n: int) -> Carry:
-    """The first n rows of a carry as views (no copy)."""
-    if n == carry.batch_size:
-        return carry
-    return Carry(**{f.name: getattr(carry, f.name)[:n] for f in fields(Carry)})
+    def _vacate(self, slot: int, row: _Row) -> None:
+        self.running[slot] = None
+        row.request.slots.remove(slot)
+        self._num_rows_finished += 1
+        self._row_steps_sum += row.steps
+
+    def _release(self, r: Request) -> None:
+        """Free every slot the request's rows hold (they leave unfinished)."""
+        for slot in list(r.slots):
+            row = self.running[slot]
+            if row is not None and row.request is r:
+                self._vacate(slot, row)
+        r.slots.clear()
+
+    def _drop_unlocked(self, r: Request) -> None:
+        """Take a request out of every queue and slot (its unadmitted rows no longer count)."""
+        if self.requests.pop(r.request_id, None) is None:
+            return  # already dropped
+        if r.status == RequestStatus.WAITING and r in self.waiting:
+            self.waiting.remove(r)
+        if r in self.active:
+            self.active.remove(r)
+        self._num_waiting_rows -= r.num_unadmitted
+        self._release(r)
+
+    def _finish_unlocked(self, r: Request, status: RequestStatus, now: float) -> Request:
+        r.status, r.finished_time = status, now
+        self._num_finished += 1
+        return r
+
+
+def _vote(r: Request) -> RowResult:
+    """The group's answer when no row was verified: pooled votes over mapped-back answers."""
+    if len(r.rows) == 1:
+        return r.rows[0]
+    pooled: dict[tuple[int, ...], list] = {}  # answer -> [first row, votes, sum of confidences]; insertion order
+    for row in r.rows:
+        entry = pooled.setdefault(tuple(row.answer), [row, 0, 0.0])
+        entry[1] += 1
+        entry[2] += sigmoid(row.q_halt_logit) if not math.isnan(row.q_halt_logit) else 0.0
+    ranked = sorted(pooled.values(), key=lambda e: (
+        -(r.accept is not None and r.accept(e[0].answer)), -e[1], -e[2] / e[1]))  # stable: ties keep arrival order
+    return ranked[0][0]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-HaltReason = Literal["learned", "verified", "budget"]
+HaltReason = Literal["learned", "verified", "budget", "stalled"]
 
 _SUDOKU_SCHEMA = {
     "oneOf": [
@@ -74,7 +74,18 @@ def _exactly_one(obj: BaseModel, single: str, batch: str) -> None:
                          f"{'not both' if has_single else 'got neither'}")
 
 
-class SudokuSolveRequest(SolveOptions):
+class GridSolveOptions(SolveOptions):
+    """Options of the grid tasks, whose rule check decides correctness (Sudoku, Maze)."""
+
+    views: int | None = Field(
+        None, ge=1, strict=True,
+        description="run this many symmetric versions of each puzzle (view 0 = as posted; Sudoku: digit "
+                    "relabelling, band/row/stack/column shuffles, transpose; Maze: the 8 dihedral maps) and "
+                    "answer with the first one whose mapped-back answer passes the rule check (halting="
+                    "verified) or the vote of all of them; default 1; at most TRM_MAX_VIEWS")
+
+
+class SudokuSolveRequest(GridSolveOptions):
     """POST /v1/sudoku/solve: one puzzle (`puzzle`) or a batch (`puzzles`)."""
 
     puzzle: SudokuPuzzle | None = None
@@ -86,7 +97,7 @@ class SudokuSolveRequest(SolveOptions):
         return self
 
 
-class MazeSolveRequest(SolveOptions):
+class MazeSolveRequest(GridSolveOptions):
     """POST /v1/maze/solve: one maze (`puzzle`) or a batch (`puzzles`)."""
 
     puzzle: MazePuzzle | None = None
@@ -125,6 +136,11 @@ class _SolveResultBase(BaseModel):
     confidence: float = Field(description="sigmoid(q_halt) at the halting step: the model's belief it is right")
     timings: Timings
     model: str
+    views: int = Field(1, description="views (symmetric versions) that ran; fewer than asked when one was "
+                                      "verified early")
+    view: int = Field(0, description="the view that produced the answer (0 = the puzzle as posted); the answer "
+                                     "is always mapped back and checked against the puzzle as posted")
+    row_steps: int = Field(description="ACT steps summed over every view that ran: the compute the answer cost")
 
 
 class SudokuSolveResult(_SolveResultBase):
@@ -136,6 +152,7 @@ class SudokuSolveResult(_SolveResultBase):
 
 class MazeSolveResult(_SolveResultBase):
     solution: list[str] = Field(description="the maze with the path marked 'o'")
+    shortest: bool = Field(description="the path is valid and as short as the maze's shortest S-G path")
     trajectory: list[list[str]] | None = Field(None, description="the answer after each step (return_steps)")
     trajectory_confidence: list[float] | None = Field(
         None, description="sigmoid(q_halt) after each step, aligned with trajectory (return_steps)")

@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     default_max_steps: int | None = Field(None, ge=1)  # None: the model's halt_max_steps
     max_steps_limit: int = Field(64, ge=1, le=100_000)  # largest step budget a request may ask for
     arc_max_versions: int = Field(32, ge=1)  # augmented versions run per ARC test input
+    # ARC test-time adaptation jobs (POST /v1/arc/tasks, service/adapt.py)
+    adapt_concurrency: int = Field(1, ge=1, le=64)  # adaptations running at once per ARC model
+    adapt_queue: int = Field(8, ge=0)  # jobs waiting per ARC model before 429
+    adapt_max_steps: int = Field(200, ge=1)  # largest (and default) training-step budget of a job
+    adapt_max_s: float = Field(600.0, gt=0.0)  # largest (and default) training wall time of a job
+    adapt_ttl_s: float = Field(3600.0, gt=0.0)  # finished jobs stay readable this long
+    adapt_dir: Path | None = None  # when set, adapted rows are saved here and restored on start
+    adapt_versions: int = Field(8, ge=1, le=1024)  # augmented versions an adaptation trains (identity first)
+    adapt_batch_size: int = Field(16, ge=1, le=4096)  # ACT slots of the adaptation loop
+    max_views: int = Field(256, ge=1)  # largest `views` (symmetric versions run per puzzle) a request may ask for
+    max_view_rows: int = Field(32, ge=1)  # rows of one request's views stepping at once (fairness, early exit)
+    stall_steps: int = Field(0, ge=0)  # > 0: a verified-halting row whose answer is unchanged this many steps stops
     request_timeout_s: float = Field(30.0, gt=0.0)
     drain_timeout_s: float = Field(30.0, ge=0.0)  # on shutdown, wait this long for in-flight work
     max_body_bytes: int = Field(1_000_000, ge=1024)

@@ -50,11 +50,20 @@ class ClientGone(RuntimeError):
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row to run: tokens, puzzle-embedding id and (verified mode) the rule check."""
+    """One request to run: tokens (or K views of them), puzzle-embedding id and the rule check.
 
-    tokens: Sequence[int]
+    With views, `tokens` is [K, L] (view 0 = as posted) and `map_back(view, answer)` maps a view's
+    answer back to the puzzle as posted; `accept` always judges answers in the posted frame.
+    """
+
+    tokens: Sequence[int] | torch.Tensor
     puzzle_id: int = 0
     accept: Callable[[list[int]], bool] | None = None
+    map_back: Callable[[int, list[int]], list[int]] | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.tokens.shape[0] if isinstance(self.tokens, torch.Tensor) and self.tokens.dim() == 2 else 1
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class ResolvedOptions:
     halting: str
     max_steps: int
     return_steps: bool
+    views: int = 1
+    max_view_rows: int | None = None
 
 
 def resolve_options(opts: SolveOptions, served: ServedModel, settings: Settings, *,
@@ -78,7 +89,12 @@ def resolve_options(opts: SolveOptions, served: ServedModel, settings: Settings,
         raise InvalidOptionsError(("body", "max_steps"), f"max_steps={opts.max_steps} exceeds this server's "
                                   f"limit of {limit} (TRM_MAX_STEPS_LIMIT)")
     max_steps = opts.max_steps or settings.default_max_steps or served.config.halt_max_steps
-    return ResolvedOptions(halting=halting, max_steps=min(max_steps, limit), return_steps=opts.return_steps)
+    views = getattr(opts, "views", None) or 1
+    if views > settings.max_views:
+        raise InvalidOptionsError(("body", "views"), f"views={views} exceeds this server's limit of "
+                                  f"{settings.max_views} (TRM_MAX_VIEWS)")
+    return ResolvedOptions(halting=halting, max_steps=min(max_steps, limit), return_steps=opts.return_steps,
+                           views=views, max_view_rows=settings.max_view_rows)
 
 
 def retry_after_s(served: ServedModel) -> int:
@@ -133,12 +149,13 @@ async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedO
         fut = loop.create_future()
         futures.append(fut)
         requests.append(Request(
-            request_id=f"{base}-{i}", inputs=torch.tensor(row.tokens, dtype=torch.int32), max_steps=opts.max_steps,
-            halting=opts.halting,
-            puzzle_id=row.puzzle_id, accept=row.accept, return_steps=opts.return_steps, deadline=deadline,
-            on_finish=finisher(fut)))
-    if len(requests) > served.scheduler.max_queue:
-        raise InvalidOptionsError(("body",), f"this request needs {len(requests)} rows but model {served.name} "
+            request_id=f"{base}-{i}", inputs=torch.as_tensor(row.tokens, dtype=torch.int32), max_steps=opts.max_steps,
+            halting=opts.halting, puzzle_id=row.puzzle_id, accept=row.accept, map_back=row.map_back,
+            max_running_rows=opts.max_view_rows if row.num_rows > 1 else None,
+            return_steps=opts.return_steps, deadline=deadline, on_finish=finisher(fut)))
+    num_rows = sum(r.num_views for r in requests)
+    if num_rows > served.scheduler.max_queue:
+        raise InvalidOptionsError(("body",), f"this request needs {num_rows} rows but model {served.name} "
                                   f"queues at most {served.scheduler.max_queue} (TRM_MAX_QUEUE); split it")
     try:
         served.worker.submit(requests)

@@ -1,7 +1,7 @@
 """The thread that drives one model's scheduler, so torch work never runs on the event loop.
 
 The loop: sleep on a condition until the scheduler has something to do (a submit or cancel
-notifies it; no busy-waiting), then `scheduler.step()` outside the lock so that requests can be
+notifies it; no busy-waiting), then `engine.step()` outside the lock so that requests can be
 queued while the model computes. Observers (`wait_until`, drain) wake on the same condition after
 every step. A step that raises (e.g. CUDA out of memory) aborts the requests it held, rebuilds the
 slot pool, and the worker carries on: the service stays up.
@@ -17,7 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .scheduler import Request, RequestStatus, Scheduler, SchedulerStats, StepReport
+from .engine import Engine
+from .scheduler import Request, RequestStatus, SchedulerStats, StepReport
 
 logger = logging.getLogger(__name__)
 
@@ -27,16 +28,17 @@ class WorkerClosedError(RuntimeError):
 
 
 class ModelWorker:
-    """Owns the stepping thread of one scheduler."""
+    """Owns the stepping thread of one model's engine."""
 
-    def __init__(self, name: str, scheduler: Scheduler,
+    def __init__(self, name: str, engine: Engine,
                  on_step: Callable[[StepReport], None] | None = None) -> None:
-        self.name, self.scheduler, self.on_step = name, scheduler, on_step
+        self.name, self.engine, self.on_step = name, engine, on_step
+        self.scheduler = engine.scheduler
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._is_closed = False  # no new requests
         self._is_stopping = False  # thread exits at the top of its loop
-        self._snapshot = scheduler.stats()  # stats as of the last completed step, submit or cancel
+        self._snapshot = engine.scheduler.stats()  # stats as of the last completed step, submit or cancel
         self.num_failed_steps = 0
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -127,12 +129,11 @@ class ModelWorker:
                     else:
                         break
             try:
-                report = self.scheduler.step()
+                report = self.engine.step()
             except Exception:
                 self.num_failed_steps += 1
                 logger.exception("model %s: step failed; aborting its requests and rebuilding the pool", self.name)
-                self.scheduler.abort_all(RequestStatus.FINISHED_ABORTED)
-                self.scheduler.reset_pool()
+                self.engine.recover()
                 report = None
             if report is not None and self.on_step is not None:
                 try:

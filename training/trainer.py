@@ -26,6 +26,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from trm_core import TRM
+from trm_core.halting import halt_mask
 from trm_core.loss import IGNORE_LABEL, act_loss
 
 from .config import ConfigError, TrainConfig
@@ -204,16 +205,14 @@ class Trainer:
         # what one process draws, and a resumed run draws what the uninterrupted one did.
         with torch.no_grad():
             steps = self.carry.steps
-            halted = steps >= max_steps
+            min_halt = None
             if max_steps > 1:
-                halted |= out.q_halt_logits > 0
                 gen = torch.Generator().manual_seed(run.seed * 1_000_003 + self.step)
                 explore = torch.rand(run.global_batch_size, generator=gen) < run.halt_exploration_prob
                 min_steps = torch.randint(2, max_steps + 1, (run.global_batch_size,), generator=gen)
                 lo = self.info.rank * self.local_batch
                 min_halt = (explore * min_steps)[lo:lo + self.local_batch].to(self.device)
-                halted &= steps >= min_halt
-            self.halted = halted
+            self.halted = halt_mask(out.q_halt_logits, steps, max_steps, mode="learned", min_steps=min_halt)
             self.last_loss = loss.detach()
 
         # metrics on the rows that halted now (as the original), kept on device until the log interval
@@ -326,11 +325,9 @@ class Trainer:
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _rank_tensors(self) -> dict[str, torch.Tensor]:
-        c = self.carry
-        t = {"carry.z_H": c.z_H, "carry.z_L": c.z_L, "carry.steps": c.steps, "carry.inputs": c.inputs,
-             "carry.puzzle_ids": c.puzzle_ids, "carry.input_embeddings": c.input_embeddings,
-             "labels": self.labels, "halted": self.halted.to(torch.uint8),
-             "stream.draws": torch.as_tensor(self.stream.state()), "rng.cpu": torch.get_rng_state()}
+        t = {f"carry.{name}": v for name, v in self.carry.tensors().items() if name != "input_embeddings"}
+        t.update({"labels": self.labels, "halted": self.halted.to(torch.uint8),
+                  "stream.draws": torch.as_tensor(self.stream.state()), "rng.cpu": torch.get_rng_state()})
         if self.use_cuda:
             t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         return t
@@ -367,8 +364,7 @@ class Trainer:
             self.ema.load_state_dict(load_tensors(ckpt / "ema.safetensors", self.device))
         r = load_tensors(ckpt / f"rank{self.info.rank}.safetensors", self.device)
         self.carry = type(self.carry)(z_H=r["carry.z_H"], z_L=r["carry.z_L"], steps=r["carry.steps"],
-                                      inputs=r["carry.inputs"], puzzle_ids=r["carry.puzzle_ids"],
-                                      input_embeddings=r["carry.input_embeddings"])
+                                      inputs=r["carry.inputs"], puzzle_ids=r["carry.puzzle_ids"])
         self.labels = r["labels"]
         self.halted = r["halted"].bool()
         self.stream.load_state(r["stream.draws"].cpu().numpy().astype(np.int64))

@@ -19,7 +19,7 @@ at reset instead of at every step (at inference; training recomputes them becaus
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -37,11 +37,29 @@ class Carry:
     steps: torch.Tensor  # int32 [B] supervision steps taken since the row's last reset
     inputs: torch.Tensor  # int32 [B, L] token ids of the row's puzzle
     puzzle_ids: torch.Tensor  # int32 [B] puzzle-embedding row of each puzzle
-    input_embeddings: torch.Tensor  # [B, P+L, D] scaled x, computed at reset (used at inference)
+    # [B, P+L, D] scaled x, computed at reset: an inference cache, None in training (where the weights
+    # move, so step() recomputes x) and never part of a training checkpoint.
+    input_embeddings: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
         return self.z_H.shape[0]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The carry's tensors by field name (the inference cache only when present)."""
+        return {f.name: t for f in fields(self) if (t := getattr(self, f.name)) is not None}
+
+    def prefix(self, n: int) -> Carry:
+        """The first n rows, as views (no copy): a continuous-batching pool steps only its occupied prefix."""
+        if n == self.batch_size:
+            return self
+        return Carry(**{name: t[:n] for name, t in self.tensors().items()})
+
+    def copy_prefix_(self, src: Carry) -> None:
+        """Write `src` into this carry's first `src.batch_size` rows, in place (rows beyond are untouched)."""
+        n = src.batch_size
+        for name, t in src.tensors().items():
+            getattr(self, name)[:n].copy_(t)
 
 
 @dataclass
@@ -128,7 +146,7 @@ class TRM(nn.Module):
             z_H=z, z_L=z.clone(), steps=torch.zeros(batch_size, dtype=torch.int32, device=dev),
             inputs=torch.zeros(batch_size, cfg.seq_len, dtype=torch.int32, device=dev),
             puzzle_ids=torch.zeros(batch_size, dtype=torch.int32, device=dev),
-            input_embeddings=z.clone(),
+            input_embeddings=None if self.training else z.clone(),
         )
 
     def reset_rows(self, carry: Carry, rows: torch.Tensor, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> Carry:
@@ -147,14 +165,17 @@ class TRM(nn.Module):
         new_ids = torch.where(rows, puzzle_ids.to(self.device, torch.int32), carry.puzzle_ids)
         m = rows[:, None, None]  # [B, 1, 1]
         dtype = carry.z_H.dtype
-        with torch.no_grad():  # inference reuses these; training recomputes them in step() with grad
-            x = self._input_embeddings(new_inputs, new_ids)
+        cache = None
+        if not self.training:  # inference reuses these; training recomputes them in step() with grad
+            with torch.no_grad():
+                x = self._input_embeddings(new_inputs, new_ids)
+            old = carry.input_embeddings if carry.input_embeddings is not None else torch.zeros_like(x)
+            cache = torch.where(m, x, old)
         return Carry(
             z_H=torch.where(m, self.H_init.to(dtype), carry.z_H),
             z_L=torch.where(m, self.L_init.to(dtype), carry.z_L),
             steps=torch.where(rows, 0, carry.steps),
-            inputs=new_inputs, puzzle_ids=new_ids,
-            input_embeddings=torch.where(m, x, carry.input_embeddings),
+            inputs=new_inputs, puzzle_ids=new_ids, input_embeddings=cache,
         )
 
     # ---- the network -------------------------------------------------------------------------
@@ -184,7 +205,9 @@ class TRM(nn.Module):
         """One supervision step for every row: T deep-recursion passes, the last one with gradient."""
         cfg = self.config
         # Training recomputes x so the gradient reaches the (moving) embeddings; inference reuses reset's.
-        x = self._input_embeddings(carry.inputs, carry.puzzle_ids) if self.training else carry.input_embeddings
+        x = carry.input_embeddings
+        if self.training or x is None:
+            x = self._input_embeddings(carry.inputs, carry.puzzle_ids)
         z_H, z_L = carry.z_H, carry.z_L
         with torch.no_grad():  # T-1 passes without gradient
             for _ in range(cfg.H_cycles - 1):

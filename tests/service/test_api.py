@@ -12,7 +12,8 @@ from trm_core.tasks import maze, sudoku
 
 pytestmark = pytest.mark.anyio
 
-RESULT_KEYS = {"solution", "valid", "violations", "steps", "halt_reason", "confidence", "timings", "model"}
+RESULT_KEYS = {"solution", "valid", "violations", "steps", "halt_reason", "confidence", "timings", "model",
+               "views", "view", "row_steps"}
 
 
 def assert_problem(resp, status: int) -> dict:
@@ -69,7 +70,7 @@ async def test_maze_single_and_batch(checkpoints):
         one = await client.post("/v1/maze/solve", json={"puzzle": MAZE, "max_steps": 2, "return_steps": True})
         assert one.status_code == 200, one.text
         body = one.json()
-        assert set(body) == RESULT_KEYS | {"trajectory", "trajectory_confidence"} and len(body["trajectory"]) == 2
+        assert set(body) == RESULT_KEYS | {"trajectory", "trajectory_confidence", "shortest"} and len(body["trajectory"]) == 2
         assert len(body["solution"]) == 10 and all(len(row) == 10 for row in body["solution"])
         assert body["violations"] == maze.verify(MAZE, body["solution"])
         flipped = [row[::-1] for row in MAZE]

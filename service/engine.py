@@ -1,0 +1,68 @@
+"""One model's engine: a Scheduler (bookkeeping) and a ModelRunner (device work), composed.
+
+`Engine.step()` is schedule -> execute -> update, then the finished requests' callbacks, outside
+both (vLLM's EngineCore.step). The worker thread (service/worker.py) drives it; `trm solve` and
+the benchmarks drive it directly, with no server.
+"""
+
+from __future__ import annotations
+
+import time
+
+from trm_core import TRM
+
+from .runner import ModelRunner
+from .scheduler import Request, RequestStatus, Scheduler, SchedulerStats, StepReport
+
+__all__ = ["Engine"]
+
+
+class Engine:
+    def __init__(self, scheduler: Scheduler, runner: ModelRunner) -> None:
+        if scheduler.num_slots != runner.num_slots:
+            raise ValueError(f"scheduler has {scheduler.num_slots} slots, runner {runner.num_slots}")
+        self.scheduler, self.runner = scheduler, runner
+
+    @classmethod
+    def for_model(cls, model: TRM, num_slots: int, max_queue: int, **scheduler_options) -> Engine:
+        scheduler = Scheduler(num_slots, max_queue, seq_len=model.config.seq_len, **scheduler_options)
+        return cls(scheduler, ModelRunner(model, num_slots))
+
+    def step(self) -> StepReport:
+        """One ACT step for every running row."""
+        s = self.scheduler
+        t0 = time.perf_counter()
+        sched = s.schedule()
+        num_running = sum(row is not None for row in s.running)
+        output = self.runner.execute(sched)
+        duration = time.perf_counter() - t0
+        halted = s.update_from_output(sched, output)
+        if output is not None:
+            s.record_step(num_running, duration)
+        finished = sched.finished + halted
+        for r in finished:
+            s.call_on_finish(r)
+        return StepReport(num_running=num_running if output is not None else 0, num_slots=s.num_slots,
+                          duration_s=duration, finished=finished)
+
+    def run_until_idle(self, max_steps: int | None = None) -> int:
+        """Step until nothing is queued or running (ignores max_wait_s holds); returns the steps taken."""
+        n = 0
+        while self.scheduler.has_unfinished() and (max_steps is None or n < max_steps):
+            self.step()
+            n += 1
+        return n
+
+    def recover(self) -> list[Request]:
+        """After a failed step: abort what it held and rebuild the pool. Returns the aborted requests."""
+        aborted = self.scheduler.abort_all(RequestStatus.FINISHED_ABORTED)
+        self.runner.reset()
+        return aborted
+
+    def warmup(self, num_steps: int) -> None:
+        if self.scheduler.has_unfinished():
+            raise RuntimeError("warmup must run before any request is added")
+        self.runner.warmup(num_steps)
+
+    def stats(self) -> SchedulerStats:
+        return self.scheduler.stats()
