@@ -32,8 +32,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY trm_core ./trm_core
 COPY service ./service
+COPY trm_cli ./trm_cli
 # pyproject's torch requirement is a range, so the CUDA build installed above is kept.
-RUN pip install . && python -c "import service.app, trm_core"
+RUN pip install . && python -c "import service.app, trm_core" && trm --help > /dev/null
 
 RUN useradd --uid 10001 --create-home trm
 USER 10001

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: the API key, the request-body size limit and per-request HTTP metrics.
+"""Pure ASGI middleware: the API key, the request body (size and read time), the server guard
+(connection limit, drain) and per-request HTTP metrics.
 
 The API key is checked from the headers alone, before a byte of the body is read: an
 unauthenticated client learns nothing about the parser or the limits (always 401) and cannot make
@@ -7,13 +8,19 @@ the server buffer a body.
 The body limit counts the bytes actually received, so a client that sends no Content-Length (or a
 false one, or a chunked body) cannot get past it; the body is buffered (at most `max_bytes`) and
 replayed to the app, after which `receive` is the server's again (so disconnects stay visible).
+The whole body must arrive within `timeout_s` of the first read (408 otherwise), so a client that
+announces 1000 bytes and sends 10 cannot hold a connection and a handler forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,10 +71,11 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for request bodies over `max_bytes`, by Content-Length or by counting the stream."""
+    """413 for request bodies over `max_bytes`, by Content-Length or by counting the stream; 408 for a
+    body that has not fully arrived `timeout_s` after the first read."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = math.inf) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -80,8 +88,16 @@ class BodyLimitMiddleware:
                 await send_problem(send, 413, "body-too-large", "Request body too large", too_large)
                 return
         chunks, size = [], 0
+        deadline = time.monotonic() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                await send_problem(send, 408, "body-timeout", "Request body timeout",
+                                   f"the request body did not arrive within {self.timeout_s:g}s "
+                                   f"(TRM_BODY_TIMEOUT_S); {size} bytes received",
+                                   [(b"connection", b"close")])
+                return
             if message["type"] == "http.disconnect":
                 return  # the client left while sending; nobody to answer
             chunk = message.get("body", b"")
@@ -102,6 +118,65 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+@dataclass
+class ServerGuard:
+    """What the HTTP server knows and the app needs: open connections, drain state, requests in flight.
+
+    `open_connections` is set by the server integration (service/server.py); in-process (tests,
+    other ASGI servers) it stays None and no connection limit applies.
+    """
+
+    max_connections: int | None = None
+    open_connections: Callable[[], int] | None = None
+    is_draining: bool = False
+    num_in_flight: int = 0
+
+    def is_over_limit(self) -> bool:
+        return (self.max_connections is not None and self.open_connections is not None
+                and self.open_connections() > self.max_connections)
+
+
+PROBES = ("/healthz", "/readyz", "/metrics")
+
+
+class ServerGuardMiddleware:
+    """Connection limit and drain at the HTTP edge.
+
+    Over TRM_MAX_CONNECTIONS open connections, a request gets 503 problem+json with Retry-After and
+    `Connection: close` (probes and scrapes pass: a liveness probe must not fail because of load).
+    While draining, every response carries `Connection: close`, so that clients open their next
+    connection elsewhere instead of reusing one that is about to close. Requests in flight are
+    counted: the drain waits for their answers before the server stops.
+    """
+
+    def __init__(self, app: ASGIApp, guard: ServerGuard) -> None:
+        self.app, self.guard = app, guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        guard = self.guard
+        if guard.is_over_limit() and scope.get("path") not in PROBES:
+            await send_problem(send, 503, "too-many-connections", "Too many connections",
+                               f"the server holds more than {guard.max_connections} open connections "
+                               "(TRM_MAX_CONNECTIONS); retry shortly",
+                               [(b"retry-after", b"1"), (b"connection", b"close")])
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start" and guard.is_draining:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        guard.num_in_flight += 1
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            guard.num_in_flight -= 1
 
 
 class RequestMetricsMiddleware:

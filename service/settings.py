@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     stall_steps: int = Field(0, ge=0)  # > 0: a verified-halting row whose answer is unchanged this many steps stops
     request_timeout_s: float = Field(30.0, gt=0.0)
     drain_timeout_s: float = Field(30.0, ge=0.0)  # on shutdown, wait this long for in-flight work
+    prestop_s: float = Field(1.0, ge=0.0)  # on SIGTERM, answer 503 (readiness off) at least this long
+    body_timeout_s: float = Field(15.0, gt=0.0)  # request headers, then body, must arrive within this
+    max_connections: int = Field(512, ge=1)  # open connections beyond this: 503 + Retry-After
     max_body_bytes: int = Field(1_000_000, ge=1024)
     api_key: SecretStr | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
     host: str = "127.0.0.1"

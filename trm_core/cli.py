@@ -1,14 +1,13 @@
-"""`trm`: one command for the whole stack.
+"""The model's own commands, `trm info` and `trm convert-original` (the `trm` entry point, trm_cli, runs them).
 
-`trm info` and `trm convert-original` live here; the other subcommands belong to the packages that
-implement them and are imported only when called, so `import trm_core` never pulls in the trainer
-or the web stack.
+`info_main(argv)` and `convert_original_main(argv)` take the arguments after the subcommand;
+`main(argv)` takes the subcommand first. Only torch, safetensors and the standard library are
+imported here (PyYAML only when converting).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
@@ -18,15 +17,6 @@ from typing import Any
 from .checkpoint import CheckpointFormatError, load_checkpoint, save_checkpoint
 from .config import PRESETS, TRMConfig
 from .model import TRM
-
-# subcommand -> (module with `main(argv) -> int`, help)
-DELEGATED = {
-    "build-data": ("training.data.cli", "build a training/eval dataset (sudoku | maze | arc)"),
-    "train": ("training.train", "train a model from a config file"),
-    "eval": ("training.evaluate", "measure a model on a dataset"),
-    "export": ("training.export", "export a training run's EMA weights to one safetensors file"),
-    "serve": ("service.cli", "start the HTTP inference service"),
-}
 
 
 def _parse_value(text: str) -> Any:
@@ -102,7 +92,7 @@ def info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="trm", description="the model's own commands")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="print a model's config and parameter counts")
     p.add_argument("model", nargs="?", help="a trm-serve .safetensors file")
@@ -116,16 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     p.add_argument("overrides", nargs="*", help="arch fields as key=value, e.g. H_cycles=3 task=sudoku")
     p.set_defaults(func=convert_original)
-    for name, (_, help_text) in DELEGATED.items():
-        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:  # hand the rest of the line to the owning package
-        module = importlib.import_module(DELEGATED[argv[0]][0])
-        return module.main(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     # key=value overrides may come before or after options; argparse alone would refuse the latter
@@ -139,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointFormatError, FileNotFoundError, ValueError) as e:
         print(f"trm {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def info_main(argv: list[str]) -> int:
+    """`trm info ...`"""
+    return main(["info", *argv])
+
+
+def convert_original_main(argv: list[str]) -> int:
+    """`trm convert-original ...`"""
+    return main(["convert-original", *argv])
 
 
 if __name__ == "__main__":

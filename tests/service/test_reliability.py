@@ -3,12 +3,15 @@ bounded body reads, and big batches that must not stall the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 
 import pytest
 
-from tests.service.conftest import make_settings, serve, sudoku_puzzles
+from tests.service.conftest import make_settings, serve, sudoku_puzzles, wait_for
 from tests.service.test_api import assert_problem
+from tests.service.test_lifecycle import FOREVER
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +84,78 @@ async def test_large_batches_are_validated_off_the_event_loop(checkpoints, monke
         assert (await client.post("/v1/sudoku/solve", json={"puzzles": puzzles})).status_code == 200
     main = threading.main_thread().name
     assert threads[0] == main and threads[1] != main, threads
+
+
+async def test_a_body_that_stops_arriving_is_408_after_the_body_timeout(checkpoints):
+    async with serve(make_settings(checkpoints, names=("sudoku",), body_timeout_s=0.2)) as (app, _):
+        messages = [{"type": "http.request", "body": b'{"puzzle":', "more_body": True}]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop(0)
+            await asyncio.sleep(3600)  # the client announced more and went quiet
+            raise AssertionError("unreachable")
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/sudoku/solve", "raw_path": b"/v1/sudoku/solve", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")],
+                 "client": ("127.0.0.1", 1234), "server": ("trm", 80), "root_path": ""}
+        await asyncio.wait_for(app(scope, receive, send), 10)
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+    body = json.loads(sent[1]["body"])
+    assert body["type"] == "urn:trm:problem:body-timeout" and "TRM_BODY_TIMEOUT_S" in body["detail"]
+
+
+async def test_over_the_connection_limit_is_503_with_retry_after_but_probes_pass(checkpoints):
+    async with serve(make_settings(checkpoints, names=("sudoku_eager",), max_connections=2)) as (app, client):
+        p = {"puzzle": sudoku_puzzles(1)[0]}
+        app.state.guard.open_connections = lambda: 2
+        assert (await client.post("/v1/sudoku/solve", json=p)).status_code == 200
+        app.state.guard.open_connections = lambda: 3
+        resp = await client.post("/v1/sudoku/solve", json=p)
+        body = assert_problem(resp, 503)
+        assert resp.headers["retry-after"] == "1" and resp.headers["connection"] == "close"
+        assert "TRM_MAX_CONNECTIONS" in body["detail"]
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert (await client.get(path)).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    assert 'trm_requests_total{status="503",task="sudoku"} 1.0' in metrics
+
+
+async def test_sigterm_drain_finishes_short_rows_answers_the_rest_503_and_never_500(checkpoints):
+    """The drain `trm serve` runs on SIGTERM (service/server.py), here in-process: while it runs the
+    app still serves, readiness is off, and every response says Connection: close."""
+    puzzles = sudoku_puzzles(6)
+    settings = make_settings(checkpoints, names=("sudoku",), max_batch=4, drain_timeout_s=2.0, prestop_s=0.3)
+    async with serve(settings) as (app, client):
+        worker = app.state.registry.models["sudoku"].worker
+        forever = [asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzle": p, **FOREVER}))
+                   for p in puzzles[:2]]
+        short = [asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzle": p, "halting": "fixed",
+                                                                            "max_steps": 20}))
+                 for p in puzzles[2:]]
+        await wait_for(worker, lambda s: s.num_running == 4)
+        drain = asyncio.create_task(app.state.drain())
+        while not app.state.registry.is_draining:
+            await asyncio.sleep(0.01)
+        late = await client.post("/v1/sudoku/solve", json={"puzzle": puzzles[0]})
+        ready = await client.get("/readyz")
+        for resp in (late, ready):
+            assert_problem(resp, 503)
+            assert resp.headers["connection"] == "close" and int(resp.headers["retry-after"]) >= 1
+        assert await drain is False  # the forever rows were aborted
+        assert not drain_pending(forever + short)
+        assert [r.result().status_code for r in short] == [200] * 4
+        for r in forever:
+            assert_problem(r.result(), 503)
+            assert "retry-after" in r.result().headers
+        assert app.state.guard.num_in_flight == 0
+    assert app.state.drained is False
+
+
+def drain_pending(tasks: list[asyncio.Task]) -> list[asyncio.Task]:
+    return [t for t in tasks if not t.done()]

@@ -1,6 +1,6 @@
 """`trm build-data sudoku|maze|arc|maze-gen ...`: build datasets in the original on-disk layout.
 
-The lead's `trm` dispatcher calls `main(argv)` with the arguments after `build-data`; also
+The `trm` entry point (trm_cli) calls `main(argv)` with the arguments after `build-data`; also
 runnable as `python -m training.data.cli`. Each subcommand's `--help` lists every option with
 its default; recipes and the format are in training/data/README.md.
 """

@@ -1,0 +1,5 @@
+"""`python -m trm_cli ...` = `trm ...`."""
+
+from . import main
+
+raise SystemExit(main())
