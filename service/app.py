@@ -3,7 +3,9 @@
 `create_app(settings)` builds a fresh app (no module-level state, so tests build their own). The
 lifespan loads and warms up the models (unless the CLI already did), starts one worker thread per
 model, flips readiness, and on shutdown drains: new requests get 503 while queued and running
-ones finish (up to TRM_DRAIN_TIMEOUT_S), then the workers stop.
+ones finish (up to TRM_DRAIN_TIMEOUT_S), then the workers stop. Under `trm serve` the drain runs
+earlier, on SIGTERM while the port is still open (`app.state.drain`, service/lifecycle.py), and the
+lifespan only stops what is left.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from trm_core.tasks import TaskInputError
 
 from .deps import AuthError
+from .lifecycle import DrainPlan, drain_for_exit
 from .metrics import Metrics
 from .middleware import (
     PROBLEM_JSON,
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     RequestMetricsMiddleware,
+    ServerGuard,
+    ServerGuardMiddleware,
     problem_body,
 )
 from .registry import ModelRegistry, UnknownModelError
@@ -129,6 +134,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
     registry = registry if registry is not None else ModelRegistry(settings)
     metrics = Metrics(settings.max_steps_limit)
     metrics.watch_schedulers(registry.scheduler_stats)
+    guard = ServerGuard(max_connections=settings.max_connections)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,9 +153,17 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
             yield
         finally:
             metrics.ready.set(0)
-            logger.info("draining (up to %.1fs)", settings.drain_timeout_s)
-            is_clean = await asyncio.to_thread(registry.drain, settings.drain_timeout_s)
-            logger.info("drained %s", "cleanly" if is_clean else "with aborted requests")
+            if app.state.drained is None:  # no SIGTERM drain ran (another ASGI server, tests)
+                logger.info("draining (up to %.1fs)", settings.drain_timeout_s)
+                guard.is_draining = True
+                is_clean = await asyncio.to_thread(registry.drain, settings.drain_timeout_s)
+                logger.info("drained %s", "cleanly" if is_clean else "with aborted requests")
+
+    async def drain() -> bool:
+        """The SIGTERM drain, run while the server still listens (service/server.py calls it)."""
+        metrics.ready.set(0)
+        app.state.drained = await drain_for_exit(registry, guard, DrainPlan.from_settings(settings))
+        return app.state.drained
 
     app = FastAPI(
         title="trm-serve",
@@ -158,16 +172,18 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         lifespan=lifespan,
     )
     app.state.settings, app.state.registry, app.state.metrics = settings, registry, metrics
+    app.state.guard, app.state.drain, app.state.drained = guard, drain, None
     _install_error_handlers(app)
     for router in (sudoku.router, maze.router, arc.router, system.router, stats.router, page.router):
         app.include_router(router)
     # Added innermost first: metrics sees every response (401, 413 and CORS preflights included);
     # the key is checked before the body is read; CORS headers go on 401s too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(ServerGuardMiddleware, guard=guard)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

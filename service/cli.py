@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from pydantic import ValidationError
@@ -53,10 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     warn_unknown_env()
 
     # Imported here so that `trm serve --help` stays fast and torch loads only when serving.
-    import uvicorn
-
     from .app import create_app
     from .registry import ModelRegistry, RegistryError
+    from .server import serve
 
     logger.info("settings: %s", settings.model_dump(exclude={"api_key"}) | {"api_key": settings.api_key is not None})
     registry = ModelRegistry(settings)
@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trm serve: {e}", file=sys.stderr)
         return 1
     app = create_app(settings, registry=registry)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)))
-    return 0
+    if not serve(app):  # SIGTERM: drain (service/lifecycle.py), then stop
+        return 1
+    # Every request is answered and the workers are stopped. Interpreter teardown with torch loaded
+    # took over 2 s on a busy machine, past the drain budget a supervisor allows: skip it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .scheduler import RequestStatus, SchedulerStats, StepReport
+from .stats import RecentRequests
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST", "step_buckets"]
 
@@ -67,6 +68,7 @@ class Metrics:
 
     def __init__(self, max_steps: int) -> None:
         self.registry = CollectorRegistry()
+        self.recent = RecentRequests()  # the last seconds of solve traffic, for GET /v1/stats
         r = self.registry
         self.request_duration = Histogram(
             "trm_request_duration_seconds", "HTTP solve request time, arrival to response", ["task"],
@@ -118,6 +120,7 @@ class Metrics:
     def observe_request(self, task: str, status: int, duration_s: float) -> None:
         self.requests.labels(task, str(status)).inc()
         self.request_duration.labels(task).observe(duration_s)
+        self.recent.add(status, duration_s)
 
     def observe_answer(self, model: str, task: str, is_valid: bool | None) -> None:
         """`is_valid` None (ARC: no rule check decides correctness) counts as valid="unknown"."""
