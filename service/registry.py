@@ -49,7 +49,7 @@ class UnknownModelError(LookupError):
 
 @dataclass(frozen=True)
 class ArcVersion:
-    """One augmented version of an ARC task the checkpoint was trained on (TRM_SPEC.md §8.4)."""
+    """One augmented version of an ARC task the checkpoint was trained on (docs/MODEL_SPEC.md, "data")."""
 
     puzzle_id: int  # row of the puzzle-embedding table trained on this version
     aug: ArcAug  # colour permutation then dihedral transform, as the builder applied it
@@ -94,7 +94,7 @@ def resolve_device(name: str) -> torch.device:
 
 def _parse_arc_version(v: Any) -> ArcVersion:
     """{"puzzle_id": int, "k": 0-7, "perm": [10 ints] | "0531246789"} or {"puzzle_id": int, "name":
-    "task|||t3|||0531246789"} (the builder's version name, TRM_SPEC.md §8.4)."""
+    "task|||t3|||0531246789"} (the builder's version name, docs/MODEL_SPEC.md "data")."""
     if not isinstance(v, dict) or "puzzle_id" not in v:
         raise ValueError(f"expected an object with puzzle_id and k/perm or name; got {v!r}")
     if "name" in v:

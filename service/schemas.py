@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (ARCHITECTURE.md "HTTP contract"), one model per direction.
+"""Request and response bodies of the HTTP API (docs/ARCHITECTURE.md "HTTP contract"), one model per direction.
 
 Puzzles and tasks are typed loosely here on purpose (any JSON, with an explicit OpenAPI schema): the
 task codecs (trm_core.tasks) validate them and name the offending row, column and value, which

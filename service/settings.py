@@ -1,7 +1,7 @@
 """Service settings: every knob is a ``TRM_*`` environment variable.
 
 One ``Settings`` object is built by the CLI (or a test) and passed to ``create_app``; there is no
-module-level singleton (STYLE.md: no import-time work). List-valued variables accept either a JSON
+module-level singleton (no import-time work). List-valued variables accept either a JSON
 list or a comma-separated string::
 
     TRM_MODELS=sudoku=/ckpt/sudoku.safetensors,/ckpt/maze.safetensors   # name=path or path (name = stem)

@@ -1,6 +1,6 @@
 """Training/evaluation examples in memory, from a built dataset or a raw Sudoku CSV.
 
-`Examples` is the in-memory form of one split of the original .npy layout (TRM_SPEC.md §8.1):
+`Examples` is the in-memory form of one split of the original .npy layout (docs/MODEL_SPEC.md, "data"):
 token arrays plus the puzzle/group offsets the original sampler walks. Labels use -100 for
 "ignored" here (the files store 0, the original loader maps it; so do we).
 

@@ -3,7 +3,7 @@
 NOTE: one optimizer step per ACT step. The slot pool (global_batch_size rows, split over ranks)
 persists across steps; after each step a row halts when its Q-head says "solved" (q_halt > 0) or it
 reached halt_max_steps, except that with probability halt_exploration_prob a row must first reach a
-random minimum U{2..halt_max_steps} (TRM_SPEC.md §5). Halted rows are refilled from the data stream
+random minimum U{2..halt_max_steps} (docs/MODEL_SPEC.md, "halting"). Halted rows are refilled from the data stream
 before the next step; the others keep their puzzle and state. The loss is summed over all rows and
 divided by the global batch size; DDP sums gradients across ranks (training/ddp.py).
 

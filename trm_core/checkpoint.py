@@ -1,6 +1,6 @@
 """Checkpoints: one self-describing safetensors file per model.
 
-Layout (ARCHITECTURE.md "Checkpoint format"): the model's state dict (float32; bfloat16 accepted on
+Layout (docs/ARCHITECTURE.md "Checkpoint format"): the model's state dict (float32; bfloat16 accepted on
 load) and text metadata: `format` = "trm-serve/1", `config` = TRMConfig JSON, `task`, `train`
 (JSON summary) and any extra keys the caller passes (JSON-encoded). Nothing executable travels with
 the weights: safetensors holds tensors and strings only, and this module never unpickles.

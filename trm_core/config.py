@@ -116,7 +116,7 @@ class TRMConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TRMConfig:
-        """The paper's configurations (TRM_SPEC.md §2, §3.4), optionally overridden."""
+        """The paper's configurations (docs/MODEL_SPEC.md, "configuration"), optionally overridden."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides})

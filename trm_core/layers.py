@@ -1,6 +1,6 @@
 """Building blocks of the TRM network, in dependency order.
 
-Each one computes exactly what the original `models/layers.py` computes (TRM_SPEC.md §3):
+Each one computes exactly what the original `models/layers.py` computes (docs/MODEL_SPEC.md, "layers and initialisation"):
 weightless post-norm RMSNorm, fused SwiGLU, non-interleaved ("rotate_half") RoPE and plain
 non-causal SDPA. Linear weights are stored in float32 and cast to the activation dtype in forward
 (the original's `CastedLinear`), so one set of weights serves float32 on CPU and bfloat16 on CUDA.
@@ -124,7 +124,7 @@ class Block(nn.Module):
         super().__init__()
         self.eps = eps
         # NOTE: the MLP-t mixes positions with position-specific weights; its residual norm runs over
-        # the *sequence* axis because it operates on the transposed tensor (TRM_SPEC.md §3.3).
+        # the *sequence* axis because it operates on the transposed tensor (docs/MODEL_SPEC.md, the block).
         self.mlp_t = SwiGLU(total_len, expansion) if mlp_t else None
         self.attn = None if mlp_t else Attention(dim, num_heads)
         self.mlp = SwiGLU(dim, expansion)

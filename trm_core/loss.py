@@ -4,7 +4,7 @@ lm_loss = sum over rows of (mean over valid cells of stablemax-CE in float64)
 q_halt_loss = sum over rows of BCE-with-logits(q_halt, whole row correct)
 loss = lm_loss + 0.5 * q_halt_loss
 Sums, not means: the trainer divides by the *global* batch size so DDP's gradient all-reduce (a sum
-across ranks) gives the same update as one process (TRM_SPEC.md §6).
+across ranks) gives the same update as one process (docs/MODEL_SPEC.md, "loss and metrics").
 """
 
 from __future__ import annotations

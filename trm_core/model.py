@@ -2,7 +2,7 @@
 
 References: "Less is More: Recursive Reasoning with Tiny Networks" (arXiv 2510.04871) and its code,
 SamsungSAILMontreal/TinyRecursiveModels @ e7b6871 (`models/recursive_reasoning/trm.py`), which this
-file reproduces to float32 round-off (TRM_SPEC.md §3-§4; golden tests in tests/trm_core).
+file reproduces to float32 round-off (docs/MODEL_SPEC.md, "layers" and "recursion"; golden tests in tests/trm_core).
 
 What is here: the carry (answer state z_H, latent z_L, per-row step counter, the row's inputs) and
 `TRM.step`, which advances *every* row of a batch by one supervision step. What is not: halting

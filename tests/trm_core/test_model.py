@@ -1,7 +1,7 @@
 """Model semantics beyond the fixtures: per-row independence, resets, and other original configurations.
 
 `reference_step` is an independent, deliberately naive re-statement of the original computation
-(TRM_SPEC.md §3-4: separate q/k/v, explicit softmax attention, loops instead of fused ops). Comparing
+(docs/MODEL_SPEC.md, layers and recursion: separate q/k/v, explicit softmax attention, loops instead of fused ops). Comparing
 TRM against it over configurations the fixtures do not cover (widths, cycle counts, prefix lengths,
 puzzle vectors wider than one position, each position encoding) shows nothing is special-cased.
 """
