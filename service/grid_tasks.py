@@ -91,7 +91,7 @@ def _accept(task: GridTask, served: ServedModel, puzzle: Any) -> Callable[[list[
     return lambda tokens: not task.verify(puzzle, task.decode(tokens, served))
 
 
-def _row(task: GridTask, served: ServedModel, grid: Any, halting: str, num_views: int) -> RowSpec:
+def build_row(task: GridTask, served: ServedModel, grid: Any, halting: str, num_views: int) -> RowSpec:
     """One request row, or a group of `num_views` views of the puzzle (view 0 = as posted).
 
     With views the rule check is always attached: under verified halting it ends the group, and
@@ -140,7 +140,7 @@ async def solve_grid(task: GridTask, body: SolveOptions, single: Any, batch: lis
         items, locs = batch, [("body", "puzzles", i) for i in range(len(batch))]
     check_batch_rows(len(items), served, locs[0][:2])  # before parsing: an oversized batch costs nothing
     grids = await validate(parse_all, task, items, locs, served, num_items=len(items))
-    rows = [_row(task, served, g, opts.halting, opts.views) for g in grids]
+    rows = [build_row(task, served, g, opts.halting, opts.views) for g in grids]
     deadline = t0 + settings.request_timeout_s
     finished = await run_rows(served, rows, opts, deadline=deadline, http=http)
     results = [build_result(task, served, g, r, t0, metrics) for g, r in zip(grids, finished, strict=True)]

@@ -1,0 +1,92 @@
+"""What `views` costs and buys: solve rate, compute and time per puzzle against the number of views.
+
+Runs the serving engine without HTTP (service/offline.py, the `trm solve` path) with the bundled
+Sudoku model on the first N unseen forum-hardest puzzles, for K views in --views, under verified
+and learned halting. Prints one JSON object:
+  {"config": {...}, "runs": [{"views", "halting", "solved", "solve_rate", "correct", "valid_answers",
+   "mean_row_steps_solved", "row_steps_budget", "early_exit_ratio", "mean_row_steps", "s_per_puzzle"}]}
+`solved` counts verified answers; `correct` checks them against the file's unique solution.
+`early_exit_ratio` = mean row_steps per solved puzzle / (views x max_steps) (1.0 = no early exit).
+
+    python bench/views.py --limit 100 --views 1,8,32,128,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.grid_tasks import SUDOKU  # noqa: E402
+from service.offline import load_served, solve_grids  # noqa: E402
+from trm_core.tasks import sudoku  # noqa: E402
+from trm_core.tasks.puzzle_csv import read_puzzle_csv  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "sudoku" / "forum_hardest_1905_11plus_test.csv.gz"
+DEFAULT_MODEL = ROOT / "trm_core" / "pretrained" / "sudoku.safetensors"
+
+
+def run(model: Path, data: Path, limit: int, views_list: list[int], haltings: list[str], max_steps: int,
+        slots: int, max_view_rows: int) -> dict:
+    rows = read_puzzle_csv(data, limit=limit)
+    puzzles = [sudoku.parse(r.question) for r in rows]
+    answers = [sudoku.parse(r.answer) for r in rows]
+    runs = []
+    for halting in haltings:
+        for k in views_list:
+            served = load_served(model, num_slots=slots, max_queue=max(4096, k))
+            t0 = time.perf_counter()
+            results = list(tqdm(solve_grids(served, SUDOKU, puzzles, halting=halting, max_steps=max_steps, views=k,
+                                            max_view_rows=max_view_rows),
+                                total=len(puzzles), desc=f"{halting} views={k}", file=sys.stderr, leave=False))
+            elapsed = time.perf_counter() - t0
+            solved = [r for r in results if r["valid"] and (halting != "verified" or r["halt_reason"] == "verified")]
+            correct = [r for r, a in zip(results, answers, strict=True) if r["valid"] and r["solution"] == a]
+            solved_steps = [r["row_steps"] for r in solved]
+            mean_solved = statistics.fmean(solved_steps) if solved_steps else None
+            runs.append({
+                "views": k, "halting": halting, "puzzles": len(puzzles), "solved": len(solved),
+                "solve_rate": len(solved) / len(puzzles), "correct": len(correct),
+                "valid_answers": sum(r["valid"] for r in results),
+                "mean_row_steps_solved": mean_solved, "row_steps_budget": k * max_steps,
+                "early_exit_ratio": None if mean_solved is None else mean_solved / (k * max_steps),
+                "mean_row_steps": statistics.fmean(r["row_steps"] for r in results),
+                "mean_views_run": statistics.fmean(r["views"] for r in results),
+                "s_per_puzzle": elapsed / len(puzzles),
+            })
+            print(json.dumps(runs[-1]), file=sys.stderr)
+    return {"config": {"model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
+                       "data": data.name, "limit": limit, "max_steps": max_steps, "slots": slots,
+                       "max_view_rows": max_view_rows, "torch_threads": torch.get_num_threads()},
+            "runs": runs}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--limit", type=int, default=100, help="first N puzzles of the file")
+    p.add_argument("--views", default="1,8,32,128,256", help="comma-separated K values")
+    p.add_argument("--halting", default="verified,learned", help="comma-separated halting modes")
+    p.add_argument("--max-steps", type=int, default=8)
+    p.add_argument("--slots", type=int, default=64, help="engine slots (TRM_MAX_BATCH)")
+    p.add_argument("--max-view-rows", type=int, default=32, help="running rows per group (TRM_MAX_VIEW_ROWS)")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out = run(args.model, args.data, args.limit, [int(v) for v in args.views.split(",")],
+              args.halting.split(","), args.max_steps, args.slots, args.max_view_rows)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
