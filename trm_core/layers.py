@@ -1,6 +1,7 @@
 """Building blocks of the TRM network, in dependency order.
 
-Each one computes exactly what the original `models/layers.py` computes (docs/MODEL_SPEC.md, "layers and initialisation"):
+Each one computes exactly what the original `models/layers.py` computes
+(docs/MODEL_SPEC.md, "layers and initialisation"):
 weightless post-norm RMSNorm, fused SwiGLU, non-interleaved ("rotate_half") RoPE and plain
 non-causal SDPA. Linear weights are stored in float32 and cast to the activation dtype in forward
 (the original's `CastedLinear`), so one set of weights serves float32 on CPU and bfloat16 on CUDA.
