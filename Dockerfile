@@ -33,6 +33,8 @@ COPY pyproject.toml README.md ./
 COPY trm_core ./trm_core
 COPY service ./service
 COPY trm_cli ./trm_cli
+COPY training ./training
+# training/: ARC adaptation jobs (service/adapt.py) train with it.
 # pyproject's torch requirement is a range, so the CUDA build installed above is kept.
 RUN pip install . && python -c "import service.app, trm_core" && trm --help > /dev/null
 

@@ -153,6 +153,8 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
             yield
         finally:
             metrics.ready.set(0)
+            if getattr(app.state, "adapt", None) is not None:  # ARC adaptation jobs stop before their next step
+                await asyncio.to_thread(app.state.adapt.close, settings.drain_timeout_s)
             if app.state.drained is None:  # no SIGTERM drain ran (another ASGI server, tests)
                 logger.info("draining (up to %.1fs)", settings.drain_timeout_s)
                 guard.is_draining = True

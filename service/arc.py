@@ -1,15 +1,16 @@
 """ARC requests: recognise the task, run every augmented version of each test input, vote.
 
-TRM answers an ARC task only through a puzzle-embedding row learned for that task (docs/MODEL_SPEC.md,
-"why ARC needs a trained puzzle row"): the network never sees the demonstration pairs at test
-time. So a posted task is matched by content (`arc.task_fingerprint`) against the checkpoint's `arc_tasks` table (fingerprint -> the
+TRM answers an ARC task only through a puzzle-embedding row learned for that task (TRM_SPEC.md
+§9): the network never sees the demonstration pairs at test time. So a posted task is matched by
+content (`arc.task_fingerprint`) against the checkpoint's `arc_tasks` table (fingerprint -> the
 augmented versions it was trained on, each with its puzzle id, dihedral transform and colour
 permutation). Every version's transformed test input runs as its own row with that version's
 puzzle id; the answers are mapped back through the inverse transform and voted (trm_core
 arc_vote: votes, then mean sigmoid(q_halt)); the top two are the attempts, as in the original
 evaluator. A task the model was not trained on is refused with a 422 that says so.
 
-Not here: test-time adaptation for unseen tasks (an asynchronous job API, later).
+Not here: test-time adaptation for unseen tasks (service/adapt.py, POST /v1/arc/tasks); a task
+it adapted to joins `arc_tasks` and is answered here like a trained one.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def _match_tasks(served: ServedModel, items: list[Any],
         versions = served.arc_tasks.get(fp)
         if versions is None:
             errors.append((loc, f"model {served.name!r} was not trained on this task (fingerprint {fp[:16]}); "
-                                "TRM answers an ARC task only through a puzzle embedding learned for it, so "
-                                "an unseen task needs training first (GET /v1/models lists num_arc_tasks)"))
+                                "TRM answers an ARC task only through a puzzle embedding learned for it: POST "
+                                "it to /v1/arc/tasks to adapt the model to it (an asynchronous job), then "
+                                "solve it here"))
             continue
         matched.append((task, versions))  # the registry kept the first TRM_ARC_MAX_VERSIONS
     if errors:

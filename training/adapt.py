@@ -1,8 +1,7 @@
 """Test-time adaptation: teach a trained ARC model a task it has never seen, then answer it.
 
 A TRM answers an ARC task only through puzzle-embedding rows learned for that task's augmented
-versions (docs/MODEL_SPEC.md, "why ARC needs a trained puzzle row"); a new task has none.
-`adapt_task` gives it some, the way training did:
+versions (TRM_SPEC.md §9); a new task has none. `adapt_task` gives it some, the way training did:
 
 1. Versions: the identity plus augmentations (dihedral x colour permutation), planned by the ARC
    builder's `plan_versions` (duplicates by content dropped).
@@ -22,15 +21,20 @@ versions (docs/MODEL_SPEC.md, "why ARC needs a trained puzzle row"); a new task 
 
 The network mode's result is a whole adapted network; the service adapts rows only, so the rows can
 join the served table and the same task then answers through `/v1/arc/solve`.
+CLI: `trm arc-solve TASK.json --model M [--steps N]` (`main`) writes the ARC Prize submission.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -341,3 +345,80 @@ def adapt_task(model: TRM, task: ArcTask | dict[str, Any], cfg: AdaptConfig = Ad
         rows=clone.puzzle_emb.weights[1:].detach().float().cpu().clone(), after=after, before=before,
         losses=losses, steps=len(losses), seconds=seconds, stopped=stopped, heldout_index=held_i,
         model=clone if cfg.train_network else None)
+
+
+# ---- CLI: trm arc-solve --------------------------------------------------------------------------
+def _load_tasks(path: Path) -> dict[str, dict[str, Any]]:
+    """One task file (name = file stem) or a Kaggle-style `*_challenges.json` (solutions beside it used
+    for scoring when present)."""
+    from .data.build_arc import load_subset
+
+    raw = json.loads(path.read_text())
+    if isinstance(raw, dict) and "train" in raw and "test" in raw:
+        return {path.stem: raw}
+    if path.name.endswith("_challenges.json"):
+        return load_subset(path)
+    if isinstance(raw, dict) and all(isinstance(v, dict) and "train" in v for v in raw.values()):
+        return raw
+    raise ValueError(f"{path} is neither an ARC task ({{'train': [...], 'test': [...]}}) nor a challenges file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`trm arc-solve TASK.json [--model M] [--steps N]`: adapt to each task, write the ARC Prize submission."""
+    p = argparse.ArgumentParser(prog="trm arc-solve", description=main.__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("tasks", type=Path, help="an ARC task .json, or a *_challenges.json with many tasks")
+    p.add_argument("--model", type=Path, required=True, help="an ARC checkpoint (.safetensors)")
+    p.add_argument("--steps", type=int, default=AdaptConfig.max_steps, help="training steps per task")
+    p.add_argument("--seconds", type=float, default=AdaptConfig.max_seconds, help="training wall time per task")
+    p.add_argument("--versions", type=int, default=AdaptConfig.num_versions, help="augmented versions per task")
+    p.add_argument("--batch-size", type=int, default=AdaptConfig.batch_size, help="ACT slots of the loop")
+    p.add_argument("--train-network", action="store_true", help="also train (a copy of) the network")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("-o", "--out", type=Path, default=Path("submission.json"), help="submission file to write")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from tqdm import tqdm
+
+    from trm_core import load_checkpoint
+    from trm_core.tasks.arc_vote import PLACEHOLDER, write_submission
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        tasks = _load_tasks(args.tasks)
+        model, _ = load_checkpoint(args.model, device=args.device)
+        cfg = AdaptConfig(max_steps=args.steps, max_seconds=args.seconds, num_versions=args.versions,
+                          batch_size=args.batch_size, train_network=args.train_network)
+    except (OSError, ValueError) as e:
+        print(f"trm arc-solve: {e}", file=sys.stderr)  # noqa: T201 - the one-line failure
+        return 2
+    model.eval()
+    submission: dict[str, list[dict[str, Grid]]] = {}
+    report: dict[str, Any] = {}
+    solved = scored = 0.0
+    for name, raw in tqdm(tasks.items(), desc="tasks", unit="task", disable=len(tasks) == 1):
+        task = arc.parse_task(raw, loc=(str(args.tasks), name), max_size=model.config.grid_height)
+        bar = tqdm(total=cfg.max_steps, desc=name, unit="step", leave=False)
+
+        def on_step(prog: AdaptProgress, bar: Any = bar) -> None:
+            bar.update(prog.step - bar.n)
+            bar.set_postfix(loss=f"{prog.loss:.3f}")
+
+        res = adapt_task(model, task, cfg, progress=on_step)
+        bar.close()
+        submission[name] = [{"attempt_1": (a or [PLACEHOLDER])[0], "attempt_2": (a or [PLACEHOLDER])[-1]}
+                            for a in res.after.attempts]
+        summary = res.summary()
+        if task.test_outputs is not None:
+            hits = [sol in a for sol, a in zip(task.test_outputs, res.after.attempts, strict=True)]
+            summary["pass@2"] = sum(hits) / len(hits)
+            solved += summary["pass@2"]
+            scored += 1
+        report[name] = summary
+    write_submission(args.out, submission)
+    out = {"tasks": len(tasks), "submission": str(args.out),
+           "pass@2": solved / scored if scored else None, "per_task": report}
+    print(json.dumps(out))  # noqa: T201 - the command's output
+    return 0

@@ -81,3 +81,35 @@ def test_grids_that_do_not_fit_the_canvas_are_refused():
     big = {"train": [{"input": [[1] * 12] * 12, "output": [[1]]}], "test": [{"input": [[1]]}]}
     with pytest.raises(ValueError, match="does not fit"):
         adapt_task(model, big, AdaptConfig(max_steps=1))
+
+
+def test_cli_writes_the_arc_prize_submission_for_a_challenges_file(tmp_path, capsys):
+    import json
+
+    from trm_cli import main
+    from trm_core import save_checkpoint
+
+    ckpt = tmp_path / "arc.safetensors"
+    save_checkpoint(make_model("arc", halt_bias=0.0), ckpt, metadata={"task": "arc"})
+    tasks = dict(list(small_arc_tasks(4).items())[2:])
+    challenges = {name: {"train": t["train"], "test": [{"input": p["input"]} for p in t["test"]]}
+                  for name, t in tasks.items()}
+    (tmp_path / "x_challenges.json").write_text(json.dumps(challenges))
+    (tmp_path / "x_solutions.json").write_text(json.dumps({n: [p["output"] for p in t["test"]]
+                                                           for n, t in tasks.items()}))
+    out = tmp_path / "submission.json"
+    argv = ["arc-solve", str(tmp_path / "x_challenges.json"), "--model", str(ckpt), "--steps", "3",
+            "--versions", "2", "--batch-size", "4", "-o", str(out)]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    sub = json.loads(out.read_text())
+    assert list(sub) == list(tasks) and report["tasks"] == 2 and 0.0 <= report["pass@2"] <= 1.0
+    for name, task in tasks.items():
+        assert len(sub[name]) == len(task["test"])
+        assert all(set(e) == {"attempt_1", "attempt_2"} for e in sub[name])
+        assert report["per_task"][name]["steps"] == 3
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(next(iter(challenges.values()))))
+    assert main(["arc-solve", str(one), "--model", str(ckpt), "--steps", "2", "--versions", "2",
+                 "-o", str(tmp_path / "one_sub.json")]) == 0
+    assert list(json.loads((tmp_path / "one_sub.json").read_text())) == ["one"]
