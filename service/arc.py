@@ -1,7 +1,8 @@
 """ARC requests: recognise the task, run every augmented version of each test input, vote.
 
-TRM answers an ARC task only through a puzzle-embedding row learned for that task (TRM_SPEC.md
-§9): the network never sees the demonstration pairs at test time. So a posted task is matched by
+TRM answers an ARC task only through a puzzle-embedding row learned for that task (docs/MODEL_SPEC.md,
+"why ARC needs a trained puzzle row"): the network never sees the demonstration pairs at test
+time. So a posted task is matched by
 content (`arc.task_fingerprint`) against the checkpoint's `arc_tasks` table (fingerprint -> the
 augmented versions it was trained on, each with its puzzle id, dihedral transform and colour
 permutation). Every version's transformed test input runs as its own row with that version's
