@@ -1,7 +1,7 @@
 """Service settings: every knob is a ``TRM_*`` environment variable.
 
 One ``Settings`` object is built by the CLI (or a test) and passed to ``create_app``; there is no
-module-level singleton (STYLE.md: no import-time work). List-valued variables accept either a JSON
+module-level singleton (no import-time work). List-valued variables accept either a JSON
 list or a comma-separated string::
 
     TRM_MODELS=sudoku=/ckpt/sudoku.safetensors,/ckpt/maze.safetensors   # name=path or path (name = stem)
@@ -66,15 +66,6 @@ class Settings(BaseSettings):
     default_max_steps: int | None = Field(None, ge=1)  # None: the model's halt_max_steps
     max_steps_limit: int = Field(64, ge=1, le=100_000)  # largest step budget a request may ask for
     arc_max_versions: int = Field(32, ge=1)  # augmented versions run per ARC test input
-    # ARC test-time adaptation jobs (POST /v1/arc/tasks, service/adapt.py)
-    adapt_concurrency: int = Field(1, ge=1, le=64)  # adaptations running at once per ARC model
-    adapt_queue: int = Field(8, ge=0)  # jobs waiting per ARC model before 429
-    adapt_max_steps: int = Field(200, ge=1)  # largest (and default) training-step budget of a job
-    adapt_max_s: float = Field(600.0, gt=0.0)  # largest (and default) training wall time of a job
-    adapt_ttl_s: float = Field(3600.0, gt=0.0)  # finished jobs stay readable this long
-    adapt_dir: Path | None = None  # when set, adapted rows are saved here and restored on start
-    adapt_versions: int = Field(8, ge=1, le=1024)  # augmented versions an adaptation trains (identity first)
-    adapt_batch_size: int = Field(16, ge=1, le=4096)  # ACT slots of the adaptation loop
     # ARC test-time adaptation jobs (POST /v1/arc/tasks, service/adapt.py)
     adapt_concurrency: int = Field(1, ge=1, le=64)  # adaptations running at once per ARC model
     adapt_queue: int = Field(8, ge=0)  # jobs waiting per ARC model before 429
