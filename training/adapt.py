@@ -1,7 +1,8 @@
 """Test-time adaptation: teach a trained ARC model a task it has never seen, then answer it.
 
 A TRM answers an ARC task only through puzzle-embedding rows learned for that task's augmented
-versions (TRM_SPEC.md §9); a new task has none. `adapt_task` gives it some, the way training did:
+versions (docs/MODEL_SPEC.md, "why ARC needs a trained puzzle row"); a new task has none.
+`adapt_task` gives it some, the way training did:
 
 1. Versions: the identity plus augmentations (dihedral x colour permutation), planned by the ARC
    builder's `plan_versions` (duplicates by content dropped).
