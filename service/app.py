@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from trm_core.tasks import TaskInputError
 
 from .deps import AuthError
+from .estimate import DeadlineUnmeetable
 from .lifecycle import DrainPlan, drain_for_exit
 from .metrics import Metrics
 from .middleware import (
@@ -89,6 +90,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _problem(429, "queue-full", "Queue full", f"{exc}; retry in about {retry}s",
                         headers={"Retry-After": str(retry)})
 
+    @app.exception_handler(DeadlineUnmeetable)
+    async def _shed(request: Request, exc: DeadlineUnmeetable) -> JSONResponse:
+        request.app.state.metrics.observe_shed(exc.model, exc.task, exc.num_rows)
+        return _problem(429, "deadline-unmeetable", "Deadline cannot be met", str(exc),
+                        headers={"Retry-After": str(exc.retry_after_s)})
+
     @app.exception_handler(ServiceUnavailable)
     @app.exception_handler(WorkerClosedError)
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -146,6 +153,8 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
                 "task": m.task, "device": str(m.model.device), "num_params": str(m.model.num_trainable_params()),
                 "halt_max_steps": str(m.config.halt_max_steps), "num_slots": str(m.scheduler.num_slots),
                 "batching": m.scheduler.batching, "is_default": str(m.is_default).lower(), "sha256": sha256})
+        for m in registry.models.values():
+            m.on_finish = lambda r, m=m: metrics.observe_finish(m.name, m.task, r)
         registry.start(on_step=lambda m, report: metrics.observe_step(m.name, m.task, report))
         metrics.ready.set(1)
         logger.info("ready: %s", ", ".join(f"{m.name} ({m.task})" for m in registry.models.values()))

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from .scheduler import RequestStatus, SchedulerStats, StepReport
+from .scheduler import Request, RequestStatus, SchedulerStats, StepReport
 from .stats import RecentRequests
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST", "step_buckets"]
@@ -83,6 +83,10 @@ class Metrics:
                              ["model", "task", "reason"], registry=r)
         self.finishes = Counter("trm_rows_evicted", "Rows that left without an answer, by reason",
                                 ["model", "task", "reason"], registry=r)
+        self.rows_finished = Counter(
+            "trm_rows_finished", "Every row that left, by reason: halted, timeout, cancelled (client gone), aborted "
+            "(shutdown, failed step), shed (refused before queueing: its deadline could not be met)",
+            ["model", "task", "reason"], registry=r)
         self.answers = Counter("trm_answers", "Answers returned, by whether they passed the task's rule check",
                                ["model", "task", "valid"], registry=r)
         self.occupancy = Histogram("trm_slot_occupancy_ratio", "Fraction of slots running, per ACT step",
@@ -116,6 +120,16 @@ class Metrics:
                 self.group_rows.labels(model, task).observe(r.views_run)
                 self.group_row_steps.labels(model, task).observe(r.row_steps)
                 self.finishes.labels(model, task, reason).inc()
+
+    def observe_finish(self, model: str, task: str, r: Request) -> None:
+        """Called once per finished request, whatever ended it (also waiting rows cancelled or aborted,
+        which no step report sees); counts its rows (views)."""
+        reason = "halted" if r.status == RequestStatus.FINISHED_HALTED else r.status.name.removeprefix(
+            "FINISHED_").lower()
+        self.rows_finished.labels(model, task, reason).inc(r.num_views)
+
+    def observe_shed(self, model: str, task: str, num_rows: int) -> None:
+        self.rows_finished.labels(model, task, "shed").inc(num_rows)
 
     def observe_request(self, task: str, status: int, duration_s: float) -> None:
         self.requests.labels(task, str(status)).inc()

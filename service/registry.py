@@ -66,6 +66,7 @@ class ServedModel:
     worker: ModelWorker
     is_default: bool = False
     arc_tasks: dict[str, list[ArcVersion]] = field(default_factory=dict)  # task fingerprint -> versions
+    on_finish: Callable[[Any], None] | None = None  # sees every finished scheduler request (metrics)
 
     @property
     def config(self) -> TRMConfig:

@@ -13,7 +13,6 @@ Not here: codecs and response building (service/tasks.py, service/arc.py), HTTP 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from starlette.requests import Request as HttpRequest
 
+from .estimate import check_deadline, queue_retry_after_s
 from .registry import ServedModel
 from .scheduler import QueueFullError, Request, RequestStatus
 from .schemas import SolveOptions
@@ -97,15 +97,6 @@ def resolve_options(opts: SolveOptions, served: ServedModel, settings: Settings,
                            views=views, max_view_rows=settings.max_view_rows)
 
 
-def retry_after_s(served: ServedModel) -> int:
-    """Seconds until the queue has likely drained: queued rows / slots x steps per row x step time."""
-    s = served.scheduler.stats()
-    mean_step_s = s.busy_s / s.num_steps if s.num_steps else 0.01
-    steps_per_row = (s.occupancy_sum * s.num_slots / s.num_finished) if s.num_finished else served.config.halt_max_steps
-    estimate = (s.num_waiting / max(1, s.num_slots) + 1) * steps_per_row * mean_step_s
-    return int(min(60, max(1, math.ceil(estimate))))
-
-
 def _resolve(fut: asyncio.Future[Request], request: Request) -> None:
     if not fut.done():
         fut.set_result(request)
@@ -139,6 +130,8 @@ async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedO
 
     def finisher(fut: asyncio.Future[Request]) -> Callable[[Request], None]:
         def on_finish(r: Request) -> None:  # worker thread
+            if served.on_finish is not None:
+                served.on_finish(r)  # metrics: every request that leaves, whatever the reason
             try:
                 loop.call_soon_threadsafe(_resolve, fut, r)
             except RuntimeError:  # the loop is closed: nobody is waiting any more
@@ -157,10 +150,11 @@ async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedO
     if num_rows > served.scheduler.max_queue:
         raise InvalidOptionsError(("body",), f"this request needs {num_rows} rows but model {served.name} "
                                   f"queues at most {served.scheduler.max_queue} (TRM_MAX_QUEUE); split it")
+    check_deadline(served, num_rows, opts.max_steps, opts.halting, deadline)  # 429 now, not 504 later
     try:
         served.worker.submit(requests)
     except QueueFullError as e:
-        e.retry_after_s = retry_after_s(served)  # type: ignore[attr-defined]  # read by the 429 handler
+        e.retry_after_s = queue_retry_after_s(served, num_rows)  # type: ignore[attr-defined]  # the 429 handler's
         raise
 
     all_done = asyncio.ensure_future(asyncio.gather(*futures))

@@ -11,7 +11,7 @@ import pytest
 
 from tests.service.conftest import make_settings, serve, sudoku_puzzles, wait_for
 from tests.service.test_api import assert_problem
-from tests.service.test_lifecycle import FOREVER
+from tests.service.test_lifecycle import FOREVER, sample
 
 pytestmark = pytest.mark.anyio
 
@@ -159,3 +159,45 @@ async def test_sigterm_drain_finishes_short_rows_answers_the_rest_503_and_never_
 
 def drain_pending(tasks: list[asyncio.Task]) -> list[asyncio.Task]:
     return [t for t in tasks if not t.done()]
+
+
+async def test_a_request_that_cannot_meet_its_deadline_behind_the_queue_is_shed_at_once(checkpoints):
+    """Calibrate (one row of 100 steps), fill the queue with 40 rows that run 100 steps each on one
+    slot, then ask for 100 steps with a 2 s deadline: ~41 x 100 steps ahead cannot finish in 2 s at
+    any step time above 0.5 ms, while 100 steps alone fit below 20 ms a step. 429 at once, counted as shed."""
+    puzzles = sudoku_puzzles(41)
+    settings = make_settings(checkpoints, names=("sudoku",), max_batch=1, max_queue=64, request_timeout_s=2.0)
+    fixed = {"halting": "fixed", "max_steps": 100}
+    async with serve(settings) as (app, client):
+        worker = app.state.registry.models["sudoku"].worker
+        assert (await client.post("/v1/sudoku/solve", json={"puzzle": puzzles[0], **fixed})).status_code == 200
+        holder = asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzle": puzzles[0], **FOREVER}))
+        await wait_for(worker, lambda s: s.num_running == 1)
+        backlog = asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzles": puzzles[1:41], **FOREVER}))
+        await wait_for(worker, lambda s: s.num_waiting == 40)
+        resp = await client.post("/v1/sudoku/solve", json={"puzzle": puzzles[0], **fixed})
+        body = assert_problem(resp, 429)
+        assert body["type"] == "urn:trm:problem:deadline-unmeetable" and "TRM_REQUEST_TIMEOUT_S" in body["detail"]
+        assert 1 <= int(resp.headers["retry-after"]) <= 60
+        for task in (holder, backlog):
+            task.cancel()
+        await asyncio.gather(holder, backlog, return_exceptions=True)
+        await wait_for(worker, lambda s: s.num_running == 0 and s.num_waiting == 0)
+        text = (await client.get("/metrics")).text
+    assert sample(text, "trm_rows_finished_total", model="sudoku", task="sudoku", reason="shed") == 1
+    assert sample(text, "trm_rows_finished_total", model="sudoku", task="sudoku", reason="halted") == 1
+    # every one of the 41 cancelled rows is counted, the 40 that never left the queue included
+    assert sample(text, "trm_rows_finished_total", model="sudoku", task="sudoku", reason="cancelled") == 41
+
+
+async def test_every_row_that_leaves_is_counted_once_by_reason(checkpoints):
+    """A 12-row batch on 2 slots that hits its deadline: 2 rows time out running, 10 in the queue; the
+    step reports see only the running ones, the per-request count sees all 12."""
+    settings = make_settings(checkpoints, names=("sudoku",), max_batch=2, request_timeout_s=0.5)
+    async with serve(settings) as (app, client):
+        worker = app.state.registry.models["sudoku"].worker
+        resp = await client.post("/v1/sudoku/solve", json={"puzzles": sudoku_puzzles(12), **FOREVER})
+        assert_problem(resp, 504)
+        await wait_for(worker, lambda s: s.num_running == 0 and s.num_waiting == 0)
+        text = (await client.get("/metrics")).text
+    assert sample(text, "trm_rows_finished_total", model="sudoku", task="sudoku", reason="timeout") == 12

@@ -1,0 +1,118 @@
+"""How long until a request would finish, from measured step time and the rows ahead of it.
+
+Two decisions use it, both taken before a request's rows are queued:
+
+- Deadline-aware admission (Triton's queue policy): a request whose estimated finish lies past
+  its deadline is refused at once with 429 + Retry-After instead of being queued to time out (at
+  0.5 s deadlines and 40 clients, 1,576 requests answered 504 against 24 answered 200: rows that
+  could not make it held slots that rows which could were waiting for). A request that could not
+  meet its deadline even on an idle pool is admitted: the client asked for that budget, and
+  refusing it would only make it retry.
+- Retry-After of a 429: when the work ahead of the request will have drained. The former
+  estimate (occupancy sum x slots / finished requests) divided the steps of every running row by
+  the one row finished so far and said 36 s at load onset where the real p99 was 3.75 s.
+
+The model (pure arithmetic on a stats snapshot, so it is tested without a server): rows leave
+the pool at `num_slots / (row_steps * step_s)` rows per second, where `row_steps` is the measured
+mean steps a row holds a slot and `step_s` the measured mean wall time of one pool step. A new
+request's last row gets a slot once the rows ahead of it, minus one pool's worth, have left; it
+then runs its own expected steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from .registry import ServedModel
+from .scheduler import SchedulerStats
+
+RETRY_AFTER_MAX_S = 60
+
+
+@dataclass(frozen=True)
+class Load:
+    """A model's pool as the estimate sees it (plain numbers from one stats snapshot)."""
+
+    num_waiting: int  # rows queued, not yet admitted
+    num_running: int  # rows holding a slot
+    num_slots: int
+    step_s: float | None  # measured mean wall time of one pool step; None before the first step
+    row_steps: float | None  # measured mean steps a row held its slot; None before the first row left
+
+    @classmethod
+    def of(cls, s: SchedulerStats) -> Load:
+        return cls(num_waiting=s.num_waiting, num_running=s.num_running, num_slots=s.num_slots,
+                   step_s=s.mean_step_s, row_steps=s.row_steps_sum / s.num_rows_finished if s.num_rows_finished
+                   else None)
+
+
+def own_steps(load: Load, max_steps: int, halting: str) -> float:
+    """Expected steps of a new row: its budget for `fixed`, else the measured mean (at most the budget)."""
+    if halting == "fixed" or load.row_steps is None:
+        return float(max_steps)
+    return min(float(max_steps), load.row_steps)
+
+
+def finish_s(load: Load, num_rows: int, steps: float, default_row_steps: float) -> float | None:
+    """Seconds from now until a request of `num_rows` rows of `steps` steps each finishes; None
+    when nothing has been measured yet."""
+    if load.step_s is None:
+        return None
+    row_steps = load.row_steps if load.row_steps is not None else default_row_steps
+    ahead = max(0, load.num_waiting + load.num_running + num_rows - load.num_slots)
+    return ahead / load.num_slots * row_steps * load.step_s + steps * load.step_s
+
+
+def retry_after_s(seconds: float | None) -> int:
+    """Whole seconds for a Retry-After header: at least 1, at most a minute."""
+    if seconds is None or not math.isfinite(seconds):
+        return 1
+    return int(min(RETRY_AFTER_MAX_S, max(1, math.ceil(seconds))))
+
+
+@dataclass(frozen=True)
+class Shed:
+    """The decision to refuse a request now because it would miss its deadline."""
+
+    estimate_s: float  # estimated time to finish
+    budget_s: float  # time left until its deadline
+    retry_after_s: int  # when enough of the work ahead will have drained
+
+
+def should_shed(load: Load, num_rows: int, steps: float, budget_s: float, default_row_steps: float) -> Shed | None:
+    """A Shed when the request cannot finish within `budget_s` because of the rows ahead of it."""
+    estimate = finish_s(load, num_rows, steps, default_row_steps)
+    if estimate is None or estimate <= budget_s:
+        return None
+    alone = finish_s(Load(0, 0, load.num_slots, load.step_s, load.row_steps), num_rows, steps, default_row_steps)
+    if alone is not None and alone > budget_s:
+        return None  # would miss it on an idle pool too: not a matter of load (see the module doc)
+    return Shed(estimate_s=estimate, budget_s=budget_s, retry_after_s=retry_after_s(estimate - budget_s))
+
+
+class DeadlineUnmeetable(RuntimeError):
+    """The queue ahead makes the request's deadline unmeetable: refused before queueing (HTTP 429)."""
+
+    def __init__(self, model: str, task: str, num_rows: int, shed: Shed) -> None:
+        super().__init__(f"model {model} would finish this request in about {shed.estimate_s:.2f}s, past its "
+                         f"deadline in {shed.budget_s:.2f}s (TRM_REQUEST_TIMEOUT_S); retry in about "
+                         f"{shed.retry_after_s}s")
+        self.model, self.task, self.num_rows, self.shed = model, task, num_rows, shed
+        self.retry_after_s = shed.retry_after_s
+
+
+def check_deadline(served: ServedModel, num_rows: int, max_steps: int, halting: str, deadline: float) -> None:
+    """Raise DeadlineUnmeetable when `served`'s queue makes the request miss `deadline` (monotonic time)."""
+    load = Load.of(served.scheduler.stats())
+    shed = should_shed(load, num_rows, own_steps(load, max_steps, halting), deadline - time.monotonic(),
+                       float(served.config.halt_max_steps))
+    if shed is not None:
+        raise DeadlineUnmeetable(served.name, served.task, num_rows, shed)
+
+
+def queue_retry_after_s(served: ServedModel, num_rows: int) -> int:
+    """Retry-After for a full queue: when the rows ahead of a request of `num_rows` rows have drained."""
+    load = Load.of(served.scheduler.stats())
+    return retry_after_s(finish_s(load, num_rows, 0.0, float(served.config.halt_max_steps)))
