@@ -9,6 +9,11 @@ and learned halting. Prints one JSON object:
 `early_exit_ratio` = mean row_steps per solved puzzle / (views x max_steps) (1.0 = no early exit).
 
     python bench/views.py --limit 100 --views 1,8,32,128,256
+    python bench/views.py --fairness     # 20 single-view requests beside one views=256 request
+
+Fairness: the time for a batch of 20 single-view requests (learned halting) on an idle engine, and
+again while a views=256 verified request on a puzzle the model does not solve occupies it; the
+ratio is `busy_over_idle` (target <= 2). Both through the real worker thread, no HTTP.
 """
 
 from __future__ import annotations
@@ -70,6 +75,54 @@ def run(model: Path, data: Path, limit: int, views_list: list[int], haltings: li
             "runs": runs}
 
 
+def fairness(model: Path, data: Path, slots: int, max_view_rows: int, max_steps: int) -> dict:
+    import threading
+
+    from service.grid_tasks import build_row
+    from service.scheduler import Request
+    from service.worker import ModelWorker
+
+    rows = read_puzzle_csv(data, limit=21)
+    puzzles = [sudoku.parse(r.question) for r in rows]
+
+    def batch_time(with_group: bool) -> dict:
+        served = load_served(model, num_slots=slots, max_queue=4096)
+        worker = ModelWorker("bench", served.engine)
+        worker.start()
+        done = threading.Event()
+        finished: list[Request] = []
+        group_done = threading.Event()
+        if with_group:
+            spec = build_row(SUDOKU, served, puzzles[0], "verified", 256)
+            group = Request(request_id="group", inputs=torch.as_tensor(spec.tokens, dtype=torch.int32),
+                            max_steps=max_steps, halting="verified", accept=spec.accept, map_back=spec.map_back,
+                            max_running_rows=max_view_rows, on_finish=lambda r: group_done.set())
+            worker.submit([group])
+            worker.wait_until(lambda s: s.num_running >= min(slots, max_view_rows), 30)
+
+        def on_finish(r: Request) -> None:
+            finished.append(r)
+            if len(finished) == 20:
+                done.set()
+
+        singles = [Request(request_id=f"s{i}", inputs=torch.tensor(SUDOKU.encode(p), dtype=torch.int32),
+                           max_steps=max_steps, halting="learned", on_finish=on_finish)
+                   for i, p in enumerate(puzzles[1:21])]
+        t0 = time.perf_counter()
+        worker.submit(singles)
+        done.wait(600)
+        elapsed = time.perf_counter() - t0
+        group_running = with_group and not group_done.is_set()
+        worker.drain(0.0 if with_group else 10.0)
+        return {"batch_s": elapsed, "group_still_running": group_running}
+
+    idle, busy = batch_time(False), batch_time(True)
+    return {"idle_batch_s": idle["batch_s"], "busy_batch_s": busy["batch_s"],
+            "busy_over_idle": busy["batch_s"] / idle["batch_s"],
+            "group_still_running_when_batch_done": busy["group_still_running"],
+            "slots": slots, "max_view_rows": max_view_rows, "max_steps": max_steps}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -79,10 +132,14 @@ def main() -> None:
     p.add_argument("--halting", default="verified,learned", help="comma-separated halting modes")
     p.add_argument("--max-steps", type=int, default=8)
     p.add_argument("--slots", type=int, default=64, help="engine slots (TRM_MAX_BATCH)")
-    p.add_argument("--max-view-rows", type=int, default=32, help="running rows per group (TRM_MAX_VIEW_ROWS)")
+    p.add_argument("--max-view-rows", type=int, default=16, help="running rows per group (TRM_MAX_VIEW_ROWS)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fairness", action="store_true", help="measure 20 single requests beside views=256 instead")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.fairness:
+        print(json.dumps(fairness(args.model, args.data, args.slots, args.max_view_rows, args.max_steps), indent=2))
+        return
     out = run(args.model, args.data, args.limit, [int(v) for v in args.views.split(",")],
               args.halting.split(","), args.max_steps, args.slots, args.max_view_rows)
     print(json.dumps(out, indent=2))

@@ -36,7 +36,7 @@ def load_served(path: str | Path, *, num_slots: int = 64, max_queue: int = 4096,
 
 
 def solve_grids(served: ServedModel, task: GridTask, grids: Iterable[Any], *, halting: str = "learned",
-                max_steps: int | None = None, views: int = 1, max_view_rows: int | None = 32) -> Iterator[dict]:
+                max_steps: int | None = None, views: int = 1, max_view_rows: int | None = 16) -> Iterator[dict]:
     """Yield one response dict (the HTTP response body) per grid, in input order.
 
     Grids must already be parsed (`task.parse`). Keeps at most about two pools' worth of rows queued,

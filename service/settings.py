@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     adapt_versions: int = Field(8, ge=1, le=1024)  # augmented versions an adaptation trains (identity first)
     adapt_batch_size: int = Field(16, ge=1, le=4096)  # ACT slots of the adaptation loop
     max_views: int = Field(256, ge=1)  # largest `views` (symmetric versions run per puzzle) a request may ask for
-    max_view_rows: int = Field(32, ge=1)  # rows of one request's views stepping at once (fairness, early exit)
+    max_view_rows: int = Field(16, ge=1)  # rows of one request's views stepping at once (fairness, early exit)
     stall_steps: int = Field(0, ge=0)  # > 0: a verified-halting row whose answer is unchanged this many steps stops
     request_timeout_s: float = Field(30.0, gt=0.0)
     drain_timeout_s: float = Field(30.0, ge=0.0)  # on shutdown, wait this long for in-flight work

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, default=1, help="symmetric versions run per puzzle (default 1)")
     p.add_argument("--halting", choices=("learned", "verified", "fixed"), default="verified")
     p.add_argument("--max-steps", type=int, default=None, help="ACT steps per view (default: the model's)")
-    p.add_argument("--max-view-rows", type=int, default=32, help="rows of one puzzle's views stepping at once")
+    p.add_argument("--max-view-rows", type=int, default=16, help="rows of one puzzle's views stepping at once")
     p.add_argument("--stall-steps", type=int, default=0, help="stop a verified row unchanged this many steps")
     p.add_argument("--batch", type=int, default=64, help="rows stepped together (slots)")
     p.add_argument("--limit", type=int, default=0, help="only the first N puzzles")
