@@ -42,6 +42,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command("training.export:main", "export a training run's EMA weights to one safetensors file",
                       "training"),
     "serve": Command("service.cli:main", "start the HTTP inference service"),
+    "solve": Command("service.solve_cli:main", "solve Sudoku/Maze puzzles with the serving engine, no server"),
     "arc-solve": Command("training.adapt:main", "adapt an ARC model to unseen tasks, write the ARC Prize "
                          "submission", "training"),
 }
