@@ -12,11 +12,14 @@ Two decisions use it, both taken before a request's rows are queued:
   estimate (occupancy sum x slots / finished requests) divided the steps of every running row by
   the one row finished so far and said 36 s at load onset where the real p99 was 3.75 s.
 
-The model (pure arithmetic on a stats snapshot, so it is tested without a server): rows leave
-the pool at `num_slots / (row_steps * step_s)` rows per second, where `row_steps` is the measured
-mean steps a row holds a slot and `step_s` the measured mean wall time of one pool step. A new
-request's last row gets a slot once the rows ahead of it, minus one pool's worth, have left; it
-then runs its own expected steps.
+The model (pure arithmetic on a stats snapshot, so it is tested without a server): a pool step
+over n rows takes n x `row_step_s`, the measured wall time per row-step (busy time / row-steps
+run; on a CPU a step's cost is linear in its rows, so this holds from 1 row to a full pool). Rows
+leave the pool at `num_slots / (row_steps x step)` rows per second, where `row_steps` is the
+measured mean steps a row holds a slot. A new request's last row gets a slot once the rows ahead
+of it, minus one pool's worth, have left; it then runs its own expected steps, in a pool of
+min(slots, rows ahead + its rows) rows. So at short deadlines admission keeps the pool small
+enough for steps to be fast, instead of filling it with rows that will all time out.
 """
 
 from __future__ import annotations
@@ -38,14 +41,15 @@ class Load:
     num_waiting: int  # rows queued, not yet admitted
     num_running: int  # rows holding a slot
     num_slots: int
-    step_s: float | None  # measured mean wall time of one pool step; None before the first step
+    row_step_s: float | None  # measured wall time per row per step; None before the first step
     row_steps: float | None  # measured mean steps a row held its slot; None before the first row left
 
     @classmethod
     def of(cls, s: SchedulerStats) -> Load:
+        row_steps_run = s.occupancy_sum * s.num_slots  # sum over steps of the rows stepped
         return cls(num_waiting=s.num_waiting, num_running=s.num_running, num_slots=s.num_slots,
-                   step_s=s.mean_step_s, row_steps=s.row_steps_sum / s.num_rows_finished if s.num_rows_finished
-                   else None)
+                   row_step_s=s.busy_s / row_steps_run if row_steps_run > 0 else None,
+                   row_steps=s.row_steps_sum / s.num_rows_finished if s.num_rows_finished else None)
 
 
 def own_steps(load: Load, max_steps: int, halting: str) -> float:
@@ -58,11 +62,12 @@ def own_steps(load: Load, max_steps: int, halting: str) -> float:
 def finish_s(load: Load, num_rows: int, steps: float, default_row_steps: float) -> float | None:
     """Seconds from now until a request of `num_rows` rows of `steps` steps each finishes; None
     when nothing has been measured yet."""
-    if load.step_s is None:
+    if load.row_step_s is None:
         return None
     row_steps = load.row_steps if load.row_steps is not None else default_row_steps
-    ahead = max(0, load.num_waiting + load.num_running + num_rows - load.num_slots)
-    return ahead / load.num_slots * row_steps * load.step_s + steps * load.step_s
+    rows = load.num_waiting + load.num_running + num_rows
+    step_s = min(load.num_slots, rows) * load.row_step_s
+    return max(0, rows - load.num_slots) / load.num_slots * row_steps * step_s + steps * step_s
 
 
 def retry_after_s(seconds: float | None) -> int:
@@ -86,7 +91,8 @@ def should_shed(load: Load, num_rows: int, steps: float, budget_s: float, defaul
     estimate = finish_s(load, num_rows, steps, default_row_steps)
     if estimate is None or estimate <= budget_s:
         return None
-    alone = finish_s(Load(0, 0, load.num_slots, load.step_s, load.row_steps), num_rows, steps, default_row_steps)
+    alone = finish_s(Load(0, 0, load.num_slots, load.row_step_s, load.row_steps), num_rows, steps,
+                     default_row_steps)
     if alone is not None and alone > budget_s:
         return None  # would miss it on an idle pool too: not a matter of load (see the module doc)
     return Shed(estimate_s=estimate, budget_s=budget_s, retry_after_s=retry_after_s(estimate - budget_s))

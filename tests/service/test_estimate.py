@@ -13,13 +13,13 @@ def stats(**overrides) -> SchedulerStats:
 
 
 def test_retry_after_at_load_onset_follows_the_queue_not_the_running_rows():
-    """The case the former formula got wrong: 1,024 rows queued, 64 running for 100 steps each, one
-    finished row of 16 steps. occupancy_sum * slots / finished = 100 * 64 / 1 = 6,400 steps per row
-    (60 s, clamped); the queue ahead really drains in (1,024 + 64 - 64) / 64 x 16 steps x 10 ms = 2.6 s."""
+    """The case the former formula got wrong: 1,024 rows queued, 64 running for 100 full steps of
+    10 ms, one finished row of 16 steps. occupancy_sum * slots / finished = 100 * 64 / 1 = 6,400
+    steps per row (60 s, clamped); the queue ahead really drains in (1,024 + 64) / 64 x 16 x 10 ms."""
     s = stats(num_waiting=1024, num_running=64, num_steps=100, occupancy_sum=100.0, busy_s=1.0, num_finished=1,
               num_rows_finished=1, row_steps_sum=16)
     load = Load.of(s)
-    assert load.step_s == 0.01 and load.row_steps == 16
+    assert abs(load.row_step_s - 0.01 / 64) < 1e-12 and load.row_steps == 16
     assert abs(finish_s(load, 1, 0.0, 16.0) - 1025 / 64 * 16 * 0.01) < 1e-9
     assert retry_after_s(finish_s(load, 1, 0.0, 16.0)) == 3
 
@@ -35,13 +35,23 @@ def test_own_steps_is_the_budget_for_fixed_halting_and_the_measured_mean_otherwi
     assert own_steps(load, 8, "verified") == 8 and own_steps(Load(0, 0, 4, 0.01, None), 64, "learned") == 64
 
 
+def test_a_step_costs_its_rows_so_short_deadlines_keep_the_pool_small():
+    """1 ms per row-step, 8 steps per row, 0.5 s deadline: alone 8 ms; with 5 rows ahead a 6-row
+    pool steps in 6 ms, 48 ms in all; with 60 ahead a full pool steps in 64 ms: 8 steps are 0.51 s."""
+    def load(ahead: int) -> Load:
+        return Load(num_waiting=0, num_running=ahead, num_slots=64, row_step_s=0.001, row_steps=8.0)
+    assert abs(finish_s(load(0), 1, 8, 8) - 0.008) < 1e-12
+    assert abs(finish_s(load(5), 1, 8, 8) - 0.048) < 1e-12
+    assert should_shed(load(5), 1, 8, budget_s=0.5, default_row_steps=8) is None
+    shed = should_shed(load(63), 1, 8, budget_s=0.5, default_row_steps=8)
+    assert shed is not None and abs(shed.estimate_s - 0.512) < 1e-9 and shed.retry_after_s == 1
+
+
 def test_shed_when_the_queue_ahead_makes_the_deadline_unmeetable():
-    idle = Load(num_waiting=0, num_running=0, num_slots=64, step_s=0.01, row_steps=16.0)
-    assert should_shed(idle, 1, 16, budget_s=0.5, default_row_steps=16) is None  # 0.16 s alone
-    busy = Load(num_waiting=640, num_running=64, num_slots=64, step_s=0.01, row_steps=16.0)
+    busy = Load(num_waiting=640, num_running=64, num_slots=64, row_step_s=0.01 / 64, row_steps=16.0)
     shed = should_shed(busy, 1, 16, budget_s=0.5, default_row_steps=16)
     assert shed is not None and abs(shed.estimate_s - (641 / 64 * 16 * 0.01 + 0.16)) < 1e-9
     assert shed.retry_after_s == 2  # 1.76 s - 0.5 s of the work ahead must drain first
     # Nothing measured yet: admit. Could not finish even alone: admit (a matter of budget, not load).
     assert should_shed(Load(640, 64, 64, None, None), 1, 16, 0.5, 16) is None
-    assert should_shed(busy, 1, 10_000, budget_s=0.5, default_row_steps=16) is None
+    assert should_shed(busy, 1, 100_000, budget_s=0.5, default_row_steps=16) is None
