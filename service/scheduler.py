@@ -307,11 +307,14 @@ class Scheduler:
             row.steps += 1
             r.row_steps += 1
             q = output.q_halt[slot]
-            tokens = output.preds[slot].tolist()
-            answer = tokens if r.map_back is None or row.view == 0 else r.map_back(row.view, tokens)
+            # Tokens leave the tensor only when something reads them: a learned/fixed row without
+            # return_steps needs its answer once, when it halts.
+            needs_tokens = r.return_steps or r.halting == "verified"
+            tokens = output.preds[slot].tolist() if needs_tokens else None
+            answer = None if tokens is None else self._map_back(r, row.view, tokens)
             verified = r.halting == "verified" and r.accept(answer)  # type: ignore[misc]  # checked in Request
             if r.return_steps:
-                row.trajectory.append(answer)
+                row.trajectory.append(answer)  # type: ignore[arg-type]
                 row.trajectory_q_halt.append(q)
             reason = halt_reason(q, row.steps, r.max_steps, mode=r.halting, verified=verified)
             if reason is None and self.stall_steps and r.halting == "verified":
@@ -321,6 +324,8 @@ class Scheduler:
                     reason = "stalled"
             if reason is None:
                 continue
+            if answer is None:
+                answer = self._map_back(r, row.view, output.preds[slot].tolist())
             self._vacate(slot, row)
             r.rows.append(RowResult(row.view, answer, row.steps, q, reason, row.trajectory, row.trajectory_q_halt))
             if reason == "verified" or (not r.num_unadmitted and not r.slots):
@@ -363,6 +368,10 @@ class Scheduler:
         r.answer, r.steps, r.q_halt_logit, r.halt_reason, r.view = (
             winner.answer, winner.steps, winner.q_halt_logit, winner.halt_reason, winner.view)
         r.trajectory, r.trajectory_q_halt = winner.trajectory, winner.trajectory_q_halt
+
+    @staticmethod
+    def _map_back(r: Request, view: int, tokens: list[int]) -> list[int]:
+        return tokens if r.map_back is None or view == 0 else r.map_back(view, tokens)
 
     def _vacate(self, slot: int, row: _Row) -> None:
         self.running[slot] = None
