@@ -75,8 +75,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Module-scoped: Playwright's sync API keeps an asyncio loop running while it is open, which
+    would break the anyio tests that run after this directory in the same session."""
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (tests/browser/install-chromium.sh)")
     from playwright.sync_api import sync_playwright
