@@ -24,9 +24,10 @@ class Engine:
         self.scheduler, self.runner = scheduler, runner
 
     @classmethod
-    def for_model(cls, model: TRM, num_slots: int, max_queue: int, **scheduler_options) -> Engine:
+    def for_model(cls, model: TRM, num_slots: int, max_queue: int, *, runner_options: dict | None = None,
+                  **scheduler_options) -> Engine:
         scheduler = Scheduler(num_slots, max_queue, seq_len=model.config.seq_len, **scheduler_options)
-        return cls(scheduler, ModelRunner(model, num_slots))
+        return cls(scheduler, ModelRunner(model, num_slots, **(runner_options or {})))
 
     def step(self) -> StepReport:
         """One ACT step for every running row."""

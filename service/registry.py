@@ -191,7 +191,9 @@ class ModelRegistry:
         except (FileNotFoundError, CheckpointFormatError, ValueError, OSError) as e:
             raise RegistryError(f"cannot serve model {name!r} from {path}: {e}") from e
         served.engine = Engine.for_model(model, s.max_batch, s.max_queue, batching=s.batching,
-                                         max_wait_s=s.max_wait_s, stall_steps=s.stall_steps)
+                                         max_wait_s=s.max_wait_s, stall_steps=s.stall_steps,
+                                         runner_options={"cpu_chunk_rows": s.cpu_chunk_rows,
+                                                         "cuda_graphs": s.cuda_graphs})
         served.worker = ModelWorker(name, served.engine)
         return served
 

@@ -6,7 +6,8 @@ data on the host: q_halt per row and the argmax tokens). Device work lives here 
 pinned staging buffers on CUDA, and the step itself. The Scheduler never sees a tensor on a device.
 
 Only the occupied prefix of the pool is stepped (rows beyond it are idle), so at low load a step
-costs what its live rows cost.
+costs what its live rows cost. How that prefix is stepped is the device's stepper (service/stepper.py):
+in chunks of a few rows on CPU, CUDA graphs per row-count bucket on CUDA.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from trm_core import TRM, Carry
 
 from .scheduler import ModelOutput, SchedulerOutput
+from .stepper import make_stepper, prepare_model
 
 __all__ = ["ModelRunner"]
 
@@ -23,10 +25,11 @@ __all__ = ["ModelRunner"]
 class ModelRunner:
     """Carry + staging buffers for `num_slots` rows of one model (in eval mode)."""
 
-    def __init__(self, model: TRM, num_slots: int) -> None:
-        self.model = model.eval()
+    def __init__(self, model: TRM, num_slots: int, *, cpu_chunk_rows: int = 0, cuda_graphs: bool = True) -> None:
+        self.model = prepare_model(model.eval())
         self.num_slots = num_slots
         self.device = model.device
+        self.stepper = make_stepper(self.model, num_slots, cpu_chunk_rows=cpu_chunk_rows, cuda_graphs=cuda_graphs)
         self._alloc()
 
     @property
@@ -63,7 +66,7 @@ class ModelRunner:
                 view = self.model.reset_rows(view, self._stage_rows[:n].to(dev, non_blocking=True),
                                              self._stage_inputs[:n].to(dev, non_blocking=True),
                                              self._stage_pids[:n].to(dev, non_blocking=True))
-            view, out = self.model.step(view)
+            view, out = self.stepper(view)
             # The one host sync per step: the halting decision needs q_halt, the answers need tokens.
             q_halt = out.q_halt_logits.float().cpu().tolist()
             preds = out.logits.argmax(dim=-1).to(torch.int32).cpu()  # [n, L]
@@ -82,6 +85,9 @@ class ModelRunner:
             ones = torch.ones(self.num_slots, dtype=torch.bool, device=self.device)
             carry = self.model.reset_rows(carry, ones, carry.inputs, carry.puzzle_ids)
             for _ in range(num_steps):
-                carry, out = self.model.step(carry)
+                carry, out = self.stepper(carry)
                 out.q_halt_logits.cpu()  # wait for the device, as a real step does
+        capture_all = getattr(self.stepper, "capture_all", None)
+        if capture_all is not None:  # CUDA graphs: every bucket now, not at its first request
+            capture_all()
         self._alloc()

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     max_batch: int = Field(64, ge=1, le=4096)  # slots per model = rows stepped together
     max_queue: int = Field(1024, ge=1)  # waiting rows per model before 429
     max_wait_s: float = Field(0.002, ge=0.0, le=10.0)  # hold a partial first batch this long
+    cpu_chunk_rows: int = Field(8, ge=0, le=4096)  # CPU: step the pool in chunks of this many rows (0 = whole)
+    cuda_graphs: bool = True  # CUDA: one CUDA graph per row-count bucket (service/stepper.py)
     batching: Batching = "continuous"  # "request": run a batch to the end, no admission mid-flight
     default_halting: Halting = "learned"
     default_max_steps: int | None = Field(None, ge=1)  # None: the model's halt_max_steps
