@@ -15,9 +15,8 @@ Two sources:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,7 +24,7 @@ from trm_core.loss import IGNORE_LABEL
 from trm_core.tasks import sudoku
 from trm_core.tasks.puzzle_csv import read_sudoku_csv
 
-from .data.dataset import load_split
+from .data.dataset import PuzzleSplit, load_split
 
 __all__ = ["Examples", "DataError", "load_examples"]
 
@@ -37,21 +36,9 @@ class DataError(ValueError):
 
 
 @dataclass
-class Examples:
-    inputs: np.ndarray  # uint8/int [N, L] token ids
-    labels: np.ndarray  # int16/int [N, L] token ids, IGNORE_LABEL (-100) = ignored
-    puzzle_identifiers: np.ndarray  # int32 [P]: embedding row of each puzzle
-    puzzle_indices: np.ndarray  # int32 [P+1]: example offsets of each puzzle
-    group_indices: np.ndarray  # int32 [G+1]: puzzle offsets of each group (original + augmentations)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_examples(self) -> int:
-        return int(self.inputs.shape[0])
-
-    @property
-    def num_groups(self) -> int:
-        return int(self.group_indices.shape[0] - 1)
+class Examples(PuzzleSplit):
+    """One split in memory (the five arrays of `PuzzleSplit`), labels as int16 with IGNORE_LABEL (-100)
+    where the file stores 0, plus what the trainer and evaluator ask of it."""
 
     @property
     def seq_len(self) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["Loc", "TaskInputError", "ErrorList"]
+__all__ = ["Loc", "TaskInputError", "ErrorList", "row_problem"]
 
 Loc = tuple[str | int, ...]
 
@@ -67,3 +67,12 @@ class ErrorList:
     def raise_if_any(self) -> None:
         if self.errors:
             raise TaskInputError(self.errors, num_more=self.num_more)
+
+
+def row_problem(row: object, r: int, width: int, kinds: tuple[type, ...], what: str) -> str | None:
+    """Why `row` (row `r` of a grid) is not `width` cells of one of `kinds`; None when it is."""
+    if not isinstance(row, kinds):
+        return f"row {r} must be {what}; got {type(row).__name__}"
+    if len(row) != width:  # type: ignore[arg-type]
+        return f"row {r} has {len(row)} cells; expected {width}"  # type: ignore[arg-type]
+    return None

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import ErrorList, Loc, TaskInputError
+from .errors import ErrorList, Loc, TaskInputError, row_problem
 
 __all__ = [
     "CHARSET", "DEFAULT_SIZE", "VOCAB_SIZE", "PAD", "Grid", "Cell",
@@ -92,11 +92,9 @@ def _check_cells(rows: list[Any], height: int, width: int, loc: Loc) -> Grid:
     errors = ErrorList()
     grid: Grid = []
     for r, row in enumerate(rows):
-        if not isinstance(row, (str, list, tuple)):
-            errors.add((*loc, r), f"row {r} must be a string or a list of cells; got {type(row).__name__}")
-            continue
-        if len(row) != width:
-            errors.add((*loc, r), f"row {r} has {len(row)} cells; expected {width}")
+        problem = row_problem(row, r, width, (str, list, tuple), "a string or a list of cells")
+        if problem:
+            errors.add((*loc, r), problem)
             continue
         chars = []
         for c, v in enumerate(row):

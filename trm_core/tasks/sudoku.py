@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .errors import ErrorList, Loc, TaskInputError
+from .errors import ErrorList, Loc, TaskInputError, row_problem
 
 __all__ = [
     "SIZE", "SEQ_LEN", "VOCAB_SIZE", "PAD", "BLANK", "Grid",
@@ -64,11 +64,9 @@ def parse(obj: Any, *, loc: Loc = ("puzzle",)) -> Grid:
     errors = ErrorList()
     grid: Grid = []
     for r, row in enumerate(obj):
-        if not isinstance(row, (list, tuple)):
-            errors.add((*loc, r), f"row {r} must be a list of 9 cells; got {type(row).__name__}")
-            continue
-        if len(row) != SIZE:
-            errors.add((*loc, r), f"row {r} has {len(row)} cells; expected 9")
+        problem = row_problem(row, r, SIZE, (list, tuple), "a list of 9 cells")
+        if problem:
+            errors.add((*loc, r), problem)
             continue
         out_row = []
         for c, v in enumerate(row):
