@@ -584,6 +584,12 @@ function showResult(task, body, data) {
   $("#sum-time").textContent = `${ms(t.total_s)} total`;
   $("#sum-time").title = `queue ${ms(t.queue_s)}, compute ${ms(t.compute_s)}, total ${ms(t.total_s)}`;
   $("#sum-model").textContent = data.model;
+  $("#sum-views-box").hidden = data.views === undefined; // servers that run symmetric views say how many
+  if (data.views !== undefined) {
+    $("#sum-views").textContent = String(data.views);
+    $("#sum-views").title = (data.view !== undefined ? `answer from view ${data.view}` : "") +
+      (data.row_steps !== undefined ? `; ${data.row_steps} ACT steps over all views` : "");
+  }
   const list = $("#violations");
   list.replaceChildren(...data.violations.map((v) => {
     const li = document.createElement("li");

@@ -154,11 +154,19 @@ def test_arc_task_file_drawn_in_the_arc_palette_and_solved(page, tmp_path):
     assert page.get_attribute("#step", "max") == "2" and page.locator("#chart circle").count() == 2
 
 
-def test_live_panel_reads_the_stats_endpoint(page):
+def test_views_option_and_live_panel(page, server):
+    # the server's OpenAPI advertises `views`, so the page offers it and reports what ran
+    assert "views" in httpx.get(f"{server}/openapi.json").json()["components"]["schemas"]["SudokuSolveRequest"][
+        "properties"]
+    assert page.is_visible("#opt-views")
     page.fill("#sudoku-string", sudoku_puzzles(1)[0])
     page.click("#sudoku-load")
+    page.select_option("#opt-halting", "fixed")
+    page.fill("#opt-views", "2")
     page.click("#solve")
     page.wait_for_selector("#result-body:not([hidden])")
+    assert page.is_visible("#sum-views") and page.text_content("#sum-views") == "2"
+    assert page.get_attribute("#sum-views", "title").startswith("answer from view ")
     page.wait_for_function("document.querySelector('#live-p50').textContent.endsWith('ms')", timeout=10_000)
     assert page.text_content("#live-active").endswith("/ 24")  # 3 models x TRM_MAX_BATCH=8 slots
     assert float(page.text_content("#live-rps")) > 0
