@@ -105,6 +105,7 @@ def measure(args: argparse.Namespace) -> dict:
         s = res.summary()
         rec = {"heldout_exact_before": s["heldout_exact_before"], "heldout_exact_after": s["heldout_exact"],
                "heldout_pass2_before": s["heldout_pass2_before"], "heldout_pass2_after": s["heldout_pass2"],
+               "heldout_cells_before": s["heldout_cells_before"], "heldout_cells_after": s["heldout_cells"],
                "pass2_before": _pass2(res.before.attempts, task.test_outputs),
                "pass2_after": _pass2(res.after.attempts, task.test_outputs),
                "loss_first": round(s["loss_first"], 4), "loss_last": round(s["loss_last"], 4),
@@ -144,7 +145,8 @@ def measure(args: argparse.Namespace) -> dict:
         "recipe": {"steps": args.steps, "versions": args.versions, "batch_size": args.batch_size,
                    "threads": args.threads},
         "mean": {k: mean(k) for k in ("heldout_exact_before", "heldout_exact_after", "heldout_pass2_before",
-                                      "heldout_pass2_after", "pass2_before", "pass2_after", "loss_first10",
+                                      "heldout_pass2_after", "heldout_cells_before", "heldout_cells_after",
+                                      "pass2_before", "pass2_after", "loss_first10",
                                       "loss_last10", "train_s", "total_s")},
         "flops": {"this_model_train_row_step": train_flops, "this_model_eval_row_step": eval_flops,
                   "this_model_per_task": ours, "paper_model_train_row_step": paper_train,

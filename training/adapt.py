@@ -106,6 +106,7 @@ class Evaluation:
 
     heldout_exact: float | None  # fraction of versions whose held-out answer is exactly right
     heldout_pass2: float | None  # 1.0 when the held-out output is among the two voted attempts
+    heldout_cells: float | None  # mean over versions of the held-out output's cells right (0 for a wrong shape)
     attempts: list[list[Grid]]  # per test input: up to two voted attempts (well-formed grids only)
     votes: list[list[int]]
 
@@ -135,6 +136,7 @@ class AdaptResult:
             "loss_last": self.losses[-1] if self.losses else None,
             "heldout_exact_before": b.heldout_exact if b else None, "heldout_exact": self.after.heldout_exact,
             "heldout_pass2_before": b.heldout_pass2 if b else None, "heldout_pass2": self.after.heldout_pass2,
+            "heldout_cells_before": b.heldout_cells if b else None, "heldout_cells": self.after.heldout_cells,
         }
 
 
@@ -268,13 +270,22 @@ def evaluate_adapted(model: TRM, task: ArcTask, versions: list[ArcAug], heldout:
     grids = list(task.test_inputs) + ([heldout[0]] if heldout else [])
     answers = predict_versions(model, grids, versions, batch_size=batch_size)
     attempts, votes = vote(grids, answers)
-    exact = pass2 = None
+    exact = pass2 = cells = None
     if heldout is not None:
         its = answers[-1]
         exact = sum(pred == heldout[1] for pred, _ in its) / len(its)
         pass2 = float(heldout[1] in attempts[-1])
+        cells = sum(_cell_accuracy(pred, heldout[1]) for pred, _ in its) / len(its)
         attempts, votes = attempts[:-1], votes[:-1]
-    return Evaluation(exact, pass2, attempts, votes)
+    return Evaluation(exact, pass2, cells, attempts, votes)
+
+
+def _cell_accuracy(pred: Grid, target: Grid) -> float:
+    """Fraction of the target's cells predicted right; 0 when the shapes differ."""
+    if len(pred) != len(target) or any(len(a) != len(b) for a, b in zip(pred, target, strict=True)):
+        return 0.0
+    total = sum(len(row) for row in target)
+    return sum(x == y for a, b in zip(pred, target, strict=True) for x, y in zip(a, b, strict=True)) / total
 
 
 # ---- the adaptation ----------------------------------------------------------------------------

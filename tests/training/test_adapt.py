@@ -33,7 +33,7 @@ def test_adaptation_lowers_the_demonstration_loss_and_leaves_the_model_alone(uns
     start = mean_row(model)
     assert res.rows.shape == (4, start.shape[0]) and not torch.allclose(res.rows, start.expand_as(res.rows))
     assert res.heldout_index is not None and res.before is not None
-    assert 0.0 <= res.after.heldout_exact <= 1.0 and res.after.heldout_pass2 in (0.0, 1.0)
+    assert 0.0 <= res.after.heldout_exact <= res.after.heldout_cells <= 1.0 and res.after.heldout_pass2 in (0.0, 1.0)
     assert len(res.after.attempts) == len(unseen.test_inputs)
     for attempts in res.after.attempts:
         assert 1 <= len(attempts) <= 2 and all(arc.verify(unseen.test_inputs[0], g) == [] for g in attempts)
