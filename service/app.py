@@ -57,11 +57,19 @@ def _problem(status: int, slug: str, title: str, detail: str, errors: list[dict[
                         media_type=PROBLEM_JSON, headers=headers)
 
 
+def _malformed(why: str) -> JSONResponse:
+    """400 for every body that cannot be parsed as JSON (malformed, not UTF-8, too deep, too long an int):
+    one status and one `type` for all of them; 422 is for JSON that parses but is not a valid request."""
+    return _problem(400, "malformed-body", "Malformed body", f"the request body is not parseable JSON: {why}")
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     """Our exceptions -> RFC 9457 problem+json, each with a stable `type` and a specific detail."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return _malformed("it is not valid JSON")
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         return _problem(422, "invalid-request", "Invalid request", detail, errors)
@@ -114,6 +122,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's json.loads
+            cause = exc.__cause__
+            return _malformed("it is not UTF-8" if isinstance(cause, UnicodeDecodeError) else
+                              "it is nested too deeply" if isinstance(cause, RecursionError) else
+                              f"{cause}" if cause is not None else "it cannot be parsed")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404:
             detail = f"no route {request.method} {request.url.path}; see /docs"
@@ -133,6 +146,45 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+PROBES = ("/healthz", "/readyz", "/metrics")
+
+
+def _openapi_matching_behaviour(app: FastAPI, settings: Settings) -> None:
+    """Adjust the generated OpenAPI document to what the server really does with these settings.
+
+    Without TRM_API_KEY no route asks for a key: the bearer scheme and the 401 responses go. Every
+    route but the probes can answer 503 (over TRM_MAX_CONNECTIONS, draining); every route with a
+    body can answer 400, 408 and 413 (the middleware's answers, before any route runs).
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, ops in schema.get("paths", {}).items():
+            for op in ops.values():
+                responses = op.setdefault("responses", {})
+                if settings.api_key is None:
+                    op.pop("security", None)
+                    responses.pop("401", None)
+                if path not in PROBES and path.startswith("/v1/"):
+                    responses.setdefault("503", {"description": "too many connections or shutting down; see "
+                                                                "Retry-After", "content": problem})
+                if "requestBody" in op:
+                    for status, text in (("400", "the body is not parseable JSON"),
+                                         ("408", "the body did not arrive within TRM_BODY_TIMEOUT_S"),
+                                         ("413", "request body too large")):
+                        responses.setdefault(status, {"description": text, "content": problem})
+        if settings.api_key is None:
+            schema.get("components", {}).pop("securitySchemes", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, *, registry: ModelRegistry | None = None) -> FastAPI:
@@ -185,6 +237,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
     app.state.settings, app.state.registry, app.state.metrics = settings, registry, metrics
     app.state.guard, app.state.drain, app.state.drained = guard, drain, None
     _install_error_handlers(app)
+    _openapi_matching_behaviour(app, settings)
     for router in (sudoku.router, maze.router, arc.router, system.router, stats.router, page.router):
         app.include_router(router)
     # Added innermost first: metrics sees every response (401, 413 and CORS preflights included);

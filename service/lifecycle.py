@@ -8,8 +8,9 @@ only after that, so it never saw traffic. Here the app drains while the server s
    every response says `Connection: close`. This lasts at least TRM_PRESTOP_S, so that a load
    balancer sees the readiness change and clients get an answer instead of a refused connection.
 2. Rows already queued or running keep stepping, until they finish or the drain budget is spent
-   (TRM_DRAIN_TIMEOUT_S minus a reserve for the steps below); the rest are aborted and their
-   requests answered 503 problem+json (never 500).
+   (TRM_DRAIN_TIMEOUT_S minus a reserve for the steps below, and minus two measured step times:
+   a step in progress is never interrupted, and a full CPU pool can take a second per step); the
+   rest are aborted and their requests answered 503 problem+json (never 500).
 3. The answers are sent (requests in flight reach zero, bounded by the reserve), then the server
    is told to exit: it closes the port and idle connections and runs the (now empty) lifespan
    shutdown. The process exits within TRM_DRAIN_TIMEOUT_S of the signal.
@@ -22,6 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from .estimate import Load, window_of
 from .middleware import ServerGuard
 from .registry import ModelRegistry
 from .settings import Settings
@@ -52,7 +54,9 @@ async def drain_for_exit(registry: ModelRegistry, guard: ServerGuard, plan: Drai
     t0 = time.monotonic()
     guard.is_draining = True
     logger.info("draining: readiness off, new requests get 503; in-flight rows have %.1fs", plan.rows_s)
-    is_clean = await asyncio.to_thread(registry.drain, plan.rows_s)  # sets registry.is_draining first
+    step_s = max((Load.of(m.scheduler.stats(), window_of(m.scheduler)).step_s(max(1, m.scheduler.stats().num_running))
+                  or 0.0 for m in registry.models.values()), default=0.0)
+    is_clean = await asyncio.to_thread(registry.drain, max(0.0, plan.rows_s - 2 * step_s))  # is_draining first
     logger.info("rows %s after %.2fs", "finished" if is_clean else "past the budget were aborted (answered 503)",
                 time.monotonic() - t0)
     while True:

@@ -8,6 +8,7 @@ pydantic's union errors cannot do. Everything else is strict: unknown fields are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
@@ -68,10 +69,30 @@ class SolveOptions(BaseModel):
 
 
 def _exactly_one(obj: BaseModel, single: str, batch: str) -> None:
-    has_single, has_batch = getattr(obj, single) is not None, getattr(obj, batch) is not None
+    """Exactly one of the two fields sent, and not null: what the OpenAPI schema says (`_one_of`)."""
+    sent = obj.model_fields_set
+    for name in (single, batch):
+        if name in sent and getattr(obj, name) is None:
+            raise ValueError(f"'{name}' is null; send a value or leave '{name}' out")
+    has_single, has_batch = single in sent, batch in sent
     if has_single == has_batch:
         raise ValueError(f"send either '{single}' (one) or '{batch}' (a batch), "
                          f"{'not both' if has_single else 'got neither'}")
+
+
+def _one_of(single: str, batch: str) -> Callable[[dict[str, Any]], None]:
+    """The JSON schema of `_exactly_one`: oneOf required single / batch, neither of them nullable."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        for name in (single, batch):
+            prop = schema.get("properties", {}).get(name, {})
+            options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+            if len(options) == 1:
+                prop.update(options[0])
+            prop.pop("default", None)
+        schema["oneOf"] = [{"required": [single]}, {"required": [batch]}]
+
+    return extra
 
 
 class GridSolveOptions(SolveOptions):
@@ -88,6 +109,7 @@ class GridSolveOptions(SolveOptions):
 class SudokuSolveRequest(GridSolveOptions):
     """POST /v1/sudoku/solve: one puzzle (`puzzle`) or a batch (`puzzles`)."""
 
+    model_config = ConfigDict(json_schema_extra=_one_of("puzzle", "puzzles"))
     puzzle: SudokuPuzzle | None = None
     puzzles: list[SudokuPuzzle] | None = Field(None, min_length=1)
 
@@ -100,6 +122,7 @@ class SudokuSolveRequest(GridSolveOptions):
 class MazeSolveRequest(GridSolveOptions):
     """POST /v1/maze/solve: one maze (`puzzle`) or a batch (`puzzles`)."""
 
+    model_config = ConfigDict(json_schema_extra=_one_of("puzzle", "puzzles"))
     puzzle: MazePuzzle | None = None
     puzzles: list[MazePuzzle] | None = Field(None, min_length=1)
 
@@ -112,6 +135,7 @@ class MazeSolveRequest(GridSolveOptions):
 class ArcSolveRequest(SolveOptions):
     """POST /v1/arc/solve: one task (`task`) or a batch (`tasks`)."""
 
+    model_config = ConfigDict(json_schema_extra=_one_of("task", "tasks"))
     task: ArcTaskJson | None = None
     tasks: list[ArcTaskJson] | None = Field(None, min_length=1)
 
@@ -233,7 +257,10 @@ class Problem(BaseModel):
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {**_PROBLEM, "description": text} for status, text in (
-        (401, "missing or wrong API key"), (404, "unknown model"), (413, "request body too large"),
-        (422, "invalid puzzle or option; `errors` names each bad cell"), (429, "queue full; see Retry-After"),
-        (503, "not ready or shutting down"), (504, "deadline passed"))
+        (400, "the body is not parseable JSON: malformed, not UTF-8, nested too deeply or an integer too long"),
+        (401, "missing or wrong API key"), (404, "unknown model"),
+        (408, "the body did not arrive within TRM_BODY_TIMEOUT_S"), (413, "request body too large"),
+        (422, "invalid puzzle or option; `errors` names each bad cell"),
+        (429, "queue full, or the queue ahead makes the deadline unmeetable; see Retry-After"),
+        (503, "not ready, shutting down, or too many connections; see Retry-After"), (504, "deadline passed"))
 }

@@ -150,7 +150,7 @@ async def test_bad_puzzles_are_422_naming_the_cell(checkpoints):
                                                 json={"puzzle": good[0], "max_steps": 100_001}), 422)
         assert "limit of 100000" in body["detail"]
         assert_problem(await client.post("/v1/sudoku/solve", content=b"{not json",
-                                         headers={"content-type": "application/json"}), 422)
+                                         headers={"content-type": "application/json"}), 400)  # not JSON at all
         assert_problem(await client.post("/v1/sudoku/solve", json={"puzzles": []}), 422)
 
 

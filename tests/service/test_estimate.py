@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.estimate import Load, finish_s, own_steps, retry_after_s, should_shed
+from service.estimate import Load, finish_s, retry_after_s, should_shed
 from service.scheduler import SchedulerStats
 
 
@@ -29,12 +29,6 @@ def test_retry_after_is_clamped_to_one_second_and_one_minute():
     assert retry_after_s(float("inf")) == 1
 
 
-def test_own_steps_is_the_budget_for_fixed_halting_and_the_measured_mean_otherwise():
-    load = Load(0, 0, 4, 0.01, 12.0)
-    assert own_steps(load, 64, "fixed") == 64 and own_steps(load, 64, "learned") == 12
-    assert own_steps(load, 8, "verified") == 8 and own_steps(Load(0, 0, 4, 0.01, None), 64, "learned") == 64
-
-
 def test_a_step_costs_its_rows_so_short_deadlines_keep_the_pool_small():
     """1 ms per row-step, 8 steps per row, 0.5 s deadline: alone 8 ms; with 5 rows ahead a 6-row
     pool steps in 6 ms, 48 ms in all; with 60 ahead a full pool steps in 64 ms: 8 steps are 0.51 s."""
@@ -55,3 +49,19 @@ def test_shed_when_the_queue_ahead_makes_the_deadline_unmeetable():
     # Nothing measured yet: admit. Could not finish even alone: admit (a matter of budget, not load).
     assert should_shed(Load(640, 64, 64, None, None), 1, 16, 0.5, 16) is None
     assert should_shed(busy, 1, 100_000, budget_s=0.5, default_row_steps=16) is None
+
+
+def test_the_step_window_follows_the_recent_step_time_not_the_all_time_mean():
+    """10,000 fast steps of 1 row, then the pool fills and steps slow down: the window reports the
+    new steps (0.5 s over 64 rows), where the all-time mean would say 5 ms for 64 rows."""
+    from service.estimate import StepWindow
+
+    window = StepWindow()
+    early = stats(num_steps=10_000, busy_s=10_000 * 0.001, occupancy_sum=10_000 / 64, num_running=1)
+    assert window.observe(early, now=0.0) is None  # one mark: no window yet
+    later = stats(num_steps=10_010, busy_s=10.0 + 10 * 0.5, occupancy_sum=10_000 / 64 + 10, num_running=64)
+    step_s, rows = window.observe(later, now=5.0)
+    assert abs(step_s - 0.5) < 1e-9 and abs(rows - 64) < 1e-9
+    load = Load(0, 64, 64, row_step_s=15.0 / (10_000 + 640), row_steps=None, recent_step_s=step_s, recent_rows=rows)
+    assert abs(load.step_s(64) - 0.5) < 1e-9 and abs(load.step_s(32) - 0.5) < 1e-9  # fixed cost: no scale-down
+    assert abs(Load.of(later).step_s(64) - 64 * 15.0 / (10_000 + 640)) < 1e-9  # all-time: per row-step

@@ -130,13 +130,13 @@ async def test_sigterm_drain_finishes_short_rows_answers_the_rest_503_and_never_
     """The drain `trm serve` runs on SIGTERM (service/server.py), here in-process: while it runs the
     app still serves, readiness is off, and every response says Connection: close."""
     puzzles = sudoku_puzzles(6)
-    settings = make_settings(checkpoints, names=("sudoku",), max_batch=4, drain_timeout_s=2.0, prestop_s=0.3)
+    settings = make_settings(checkpoints, names=("sudoku",), max_batch=4, drain_timeout_s=4.0, prestop_s=0.3)
     async with serve(settings) as (app, client):
         worker = app.state.registry.models["sudoku"].worker
         forever = [asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzle": p, **FOREVER}))
                    for p in puzzles[:2]]
         short = [asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzle": p, "halting": "fixed",
-                                                                            "max_steps": 20}))
+                                                                            "max_steps": 10}))
                  for p in puzzles[2:]]
         await wait_for(worker, lambda s: s.num_running == 4)
         drain = asyncio.create_task(app.state.drain())
@@ -201,3 +201,45 @@ async def test_every_row_that_leaves_is_counted_once_by_reason(checkpoints):
         await wait_for(worker, lambda s: s.num_running == 0 and s.num_waiting == 0)
         text = (await client.get("/metrics")).text
     assert sample(text, "trm_rows_finished_total", model="sudoku", task="sudoku", reason="timeout") == 12
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"puzzle": "\xff\xfe"}', b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"max_steps": ' + b"9" * 5000 + b"}"],
+                         ids=["malformed", "not-utf8", "too-deep", "huge-int"])
+async def test_every_unparseable_body_is_400_malformed_body(checkpoints, body):
+    async with serve(make_settings(checkpoints, names=("sudoku",))) as (_, client):
+        resp = await client.post("/v1/sudoku/solve", content=body, headers={"content-type": "application/json"})
+    problem = assert_problem(resp, 400)
+    assert problem["type"] == "urn:trm:problem:malformed-body" and "not parseable JSON" in problem["detail"]
+
+
+@pytest.mark.parametrize("body", [{"puzzle": None}, {"puzzles": None}, {"puzzle": "x" * 81, "puzzles": None}])
+async def test_null_puzzle_fields_are_refused_as_the_schema_says(checkpoints, body):
+    async with serve(make_settings(checkpoints, names=("sudoku",))) as (_, client):
+        assert_problem(await client.post("/v1/sudoku/solve", json=body), 422)
+
+
+async def test_openapi_matches_behaviour_with_and_without_a_key(checkpoints):
+    async with serve(make_settings(checkpoints, names=("sudoku",))) as (_, client):
+        open_spec = (await client.get("/openapi.json")).json()
+    async with serve(make_settings(checkpoints, names=("sudoku",), api_key=KEY)) as (_, client):
+        keyed_spec = (await client.get("/openapi.json")).json()
+    solve = "/v1/sudoku/solve"
+    # No key configured: no bearer scheme, no 401 anywhere. With a key: both, on /v1 routes only.
+    assert "securitySchemes" not in open_spec.get("components", {})
+    assert all("security" not in op and "401" not in op["responses"]
+               for ops in open_spec["paths"].values() for op in ops.values())
+    assert keyed_spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert "security" in keyed_spec["paths"][solve]["post"] and "401" in keyed_spec["paths"][solve]["post"]["responses"]
+    assert "security" not in keyed_spec["paths"]["/healthz"]["get"]
+    # Every status the solve route can answer is documented; 503 (connection limit) on every /v1 route.
+    responses = open_spec["paths"][solve]["post"]["responses"]
+    assert {"200", "400", "404", "408", "413", "422", "429", "503", "504"} <= set(responses)
+    assert "503" in open_spec["paths"]["/v1/models"]["get"]["responses"]
+    # Exactly one of puzzle / puzzles, neither nullable.
+    for name, (single, batch) in (("SudokuSolveRequest", ("puzzle", "puzzles")),
+                                  ("MazeSolveRequest", ("puzzle", "puzzles")), ("ArcSolveRequest", ("task", "tasks"))):
+        schema = open_spec["components"]["schemas"][name]
+        assert schema["oneOf"] == [{"required": [single]}, {"required": [batch]}], name
+        for field in (single, batch):
+            assert "anyOf" not in schema["properties"][field] and "default" not in schema["properties"][field]
