@@ -132,10 +132,11 @@ def should_shed(load: Load, num_rows: int, steps: float, budget_s: float, defaul
     estimate = finish_s(load, num_rows, steps, default_row_steps)
     if estimate is None or estimate * HEADROOM <= budget_s:
         return None
-    alone = finish_s(Load(0, 0, load.num_slots, load.row_step_s, load.row_steps, load.recent_step_s,
-                          load.recent_rows), num_rows, steps, default_row_steps)
-    if alone is not None and alone * HEADROOM > budget_s:
-        return None  # would miss it on an idle pool too: not a matter of load (see the module doc)
+    # Even at the all-time cost per row-step (a lower bound for a small pool) and no headroom: hopeless
+    # on an idle pool too, so not a matter of load (see the module doc).
+    alone = finish_s(Load(0, 0, load.num_slots, load.row_step_s, load.row_steps), num_rows, steps, default_row_steps)
+    if alone is not None and alone > budget_s:
+        return None
     return Shed(estimate_s=estimate, budget_s=budget_s,
                 retry_after_s=retry_after_s(estimate - budget_s / HEADROOM))
 
