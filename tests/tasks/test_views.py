@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.tasks.shared_data import SUDOKU_DIR, read_csv_rows
 from trm_core.tasks import maze, sudoku
 from trm_core.tasks.augment import SudokuAug, dihedral_rows
-from trm_core.tasks.views import MAZE_DIHEDRAL_ORDER, maze_views, max_views, sudoku_views, views_for
+from trm_core.tasks.views import MAZE_DIHEDRAL_ORDER, max_views, maze_views, sudoku_views, views_for
 
 
 def _real_sudokus(n: int) -> list[tuple[list[int], list[int]]]:
