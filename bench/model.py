@@ -42,6 +42,10 @@ from trm_core import TRM, TRMConfig, load_checkpoint
 from trm_core.config import PRESETS
 
 BUNDLED = Path(__file__).resolve().parents[1] / "trm_core" / "pretrained" / "sudoku.safetensors"
+# For the GPU estimate only (nothing here is measured on a GPU): an A100-class card reaching ~40% of
+# its 312 bf16 TFLOP/s on these small matmuls; ~8 us of PyTorch eager dispatch per op; ~2 us between
+# kernels in a CUDA-graph replay; ~50 us for the one device-to-host copy per step.
+GPU_ASSUMPTIONS = {"tflops": 125.0, "eager_us": 8.0, "graph_us": 2.0, "sync_us": 50.0}
 aten = torch.ops.aten
 
 
@@ -92,6 +96,74 @@ class MatmulRecorder(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+class KernelCounter(TorchDispatchMode):
+    """Counts the aten ops of an eager computation that would launch a device kernel: not views,
+    not dtype conversions to the dtype a tensor already has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.by_op: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 (torch's signature)
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        is_cast = func in (aten.to.dtype, aten.to.dtype_layout, aten.to.device)  # schema says "may alias"
+        is_noop_cast = is_cast and out is args[0]
+        is_tensor = isinstance(out, torch.Tensor) or (isinstance(out, tuple | list) and out
+                                                      and isinstance(out[0], torch.Tensor))
+        # The CPU attention kernel is reached through the composite op: count the composite only.
+        is_inner = "flash_attention_for_cpu" in str(func)
+        if is_tensor and not ((func.is_view and not is_cast) or is_noop_cast or is_inner
+                              or func in (aten.detach.default, aten.lift_fresh.default)):
+            self.count += 1
+            name = str(func.overloadpacket.__name__)
+            self.by_op[name] = self.by_op.get(name, 0) + 1
+        return out
+
+
+def count_kernels(cfg: TRMConfig) -> dict[str, Any]:
+    """Kernels one eager ACT step launches on a GPU, counted on a tiny bfloat16 model of the same
+    structure (the op sequence depends on layers, cycles and variant, not on sizes).
+
+    bfloat16 with bfloat16 parameters is the CUDA serving setup (service/stepper.py): the casts the
+    step does (norms in float32 and back) are counted, the parameter casts it no longer does are not.
+    """
+    tiny = cfg.replace(hidden_size=32, num_heads=2, seq_len=8, puzzle_emb_ndim=min(cfg.puzzle_emb_ndim, 32),
+                       grid_height=0, grid_width=0, num_puzzle_identifiers=1)
+    torch.manual_seed(0)
+    model = TRM(tiny).eval().to(torch.bfloat16)
+    with torch.inference_mode():
+        carry = model.empty_carry(1)
+        carry = model.reset_rows(carry, torch.ones(1, dtype=torch.bool), carry.inputs, carry.puzzle_ids)
+        step_counter = KernelCounter()
+        with step_counter:
+            model.step(carry)
+        app_counter = KernelCounter()
+        with app_counter:
+            model._net(carry.z_H, carry.z_L)
+    return {"kernels_per_step": step_counter.count, "kernels_per_application": app_counter.count,
+            "by_op": dict(sorted(step_counter.by_op.items(), key=lambda kv: -kv[1]))}
+
+
+def gpu_estimate(flops_per_puzzle_step: int, kernels_per_step: int, batches: list[int], *, tflops: float,
+                 eager_us: float, graph_us: float, sync_us: float) -> dict[str, Any]:
+    """An ESTIMATE, not a measurement: step time = max(compute, launches) + one host sync, with
+    compute = batch x FLOPs / achieved FLOP/s and launches = kernels x per-kernel cost (eager: the
+    CPU-side dispatch of each op; CUDA graph: the device-side gap between replayed kernels)."""
+    out: dict[str, Any] = {"assumptions": {"achieved_tflops": tflops, "eager_us_per_kernel": eager_us,
+                                           "graph_us_per_kernel": graph_us, "sync_us_per_step": sync_us},
+                           "points": []}
+    for b in batches:
+        compute_s = b * flops_per_puzzle_step / (tflops * 1e12)
+        eager_s = max(compute_s, kernels_per_step * eager_us * 1e-6) + sync_us * 1e-6
+        graph_s = max(compute_s, kernels_per_step * graph_us * 1e-6) + sync_us * 1e-6
+        out["points"].append({"batch": b, "eager_puzzle_steps_per_s": b / eager_s,
+                              "graph_puzzle_steps_per_s": b / graph_s, "graph_speedup": eager_s / graph_s,
+                              "compute_bound": compute_s >= kernels_per_step * graph_us * 1e-6})
+    return out
+
+
 def matmul_replay(ops: list[tuple[str, tuple[int, ...], tuple[int, ...]]], dtype: torch.dtype
                   ) -> tuple[Callable[[], None], int]:
     """A function issuing the same matmuls on preallocated random operands, and its FLOPs."""
@@ -123,18 +195,40 @@ def time_fn(fn: Callable[[], Any], min_time_s: float, min_reps: int = 2) -> floa
     return min(times)
 
 
-def time_pair(f: Callable[[], Any], g: Callable[[], Any], min_time_s: float, min_reps: int = 5
-              ) -> tuple[float, float]:
+def time_pair(f: Callable[[], Any], g: Callable[[], Any], min_time_s: float, min_reps: int = 5,
+              clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """Best-of times of f and g, called alternately, so that load from other jobs hits both alike."""
     f(), g()
     tf: list[float] = []
     tg: list[float] = []
     while len(tf) < min_reps or sum(tf) + sum(tg) < 2 * min_time_s:
         for fn, ts in ((f, tf), (g, tg)):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            ts.append(time.perf_counter() - t0)
+            ts.append(clock() - t0)
     return min(tf), min(tg)
+
+
+def bench_chunked(model: TRM, batches: list[int], chunk_rows: int, min_time_s: float) -> dict[str, Any]:
+    """One step over the whole batch vs in chunks of `chunk_rows` rows (the service's CPU stepper),
+    alternated, in wall time and in this thread's CPU time (which other jobs on the box do not inflate)."""
+    from service.stepper import ChunkedStep
+
+    chunked = ChunkedStep(model, chunk_rows)
+    out: dict[str, Any] = {"chunk_rows": chunk_rows, "points": []}
+    with torch.inference_mode():
+        for batch in batches:
+            c = model.empty_carry(batch)
+            c = model.reset_rows(c, torch.ones(batch, dtype=torch.bool), c.inputs, c.puzzle_ids)
+            w_whole, w_chunk = time_pair(lambda: model.step(c), lambda: chunked(c), min_time_s)  # noqa: B023
+            c_whole, c_chunk = time_pair(lambda: model.step(c), lambda: chunked(c), min_time_s,  # noqa: B023
+                                         clock=time.thread_time)
+            out["points"].append({"batch": batch, "whole_s": w_whole, "chunked_s": w_chunk,
+                                  "speedup": w_whole / w_chunk, "whole_cpu_s": c_whole, "chunked_cpu_s": c_chunk,
+                                  "cpu_speedup": c_whole / c_chunk})
+            log(f"  chunks of {chunk_rows} at batch {batch}: {w_whole / w_chunk:.2f}x wall, "
+                f"{c_whole / c_chunk:.2f}x CPU time")
+    return out
 
 
 @dataclass
@@ -163,7 +257,8 @@ def _states(model: TRM, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def bench_subject(sub: Subject, batches: list[int], min_time_s: float, max_point_s: float,
-                  full_step_batches: set[int], compile_batches: list[int]) -> dict[str, Any]:
+                  full_step_batches: set[int], compile_batches: list[int], chunk_batches: list[int]
+                  ) -> dict[str, Any]:
     model, cfg = sub.model, sub.model.config
     apps = applications_per_step(cfg)
     with torch.inference_mode():
@@ -178,7 +273,11 @@ def bench_subject(sub: Subject, batches: list[int], min_time_s: float, max_point
         added = 0 if saw_attention else rec.attention_flops  # per application, batch 1
         net_flops += added
         step_flops += added * apps
+    kernels = count_kernels(cfg)
     res: dict[str, Any] = {
+        "kernels": kernels,
+        "gpu_estimate": gpu_estimate(step_flops, kernels["kernels_per_step"], [1, 16, 64, 256, 1024, 4096],
+                                     **GPU_ASSUMPTIONS),
         "config": cfg.to_dict(), "params": model.num_trainable_params(), "applications_per_step": apps,
         "flops_per_puzzle_step": step_flops, "flops_per_application": net_flops,
         "attention_flops_added_per_application": added, "points": [],
@@ -215,6 +314,8 @@ def bench_subject(sub: Subject, batches: list[int], min_time_s: float, max_point
         res["points"].append(point)
         log(f"  {sub.name} batch {batch}: {point['puzzle_steps_per_s']:.1f} puzzle-steps/s, "
             f"{point['gflops']:.1f} GFLOP/s (matmul {point['matmul_gflops']:.1f})")
+    if chunk_batches:
+        res["chunked"] = bench_chunked(model, chunk_batches, 8, min_time_s)
     if compile_batches:
         res["compile"] = bench_compile(model, compile_batches, min_time_s)
     return res
@@ -261,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     quick = args.quick
     batches = [int(b) for b in (args.batches or ("1,16,64" if quick else "1,4,16,64,256")).split(",")]
-    presets = (args.presets.split(",") if args.presets else
+    presets = ([p for p in args.presets.split(",") if p] if args.presets is not None else
                (["sudoku-mlp", "sudoku-att"] if quick else sorted(PRESETS)))
     min_time_s = args.min_time_s if args.min_time_s is not None else (0.05 if quick else 0.2)
     max_point_s = args.max_point_s if args.max_point_s is not None else (2.0 if quick else 8.0)
@@ -275,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         results[sub.name] = bench_subject(
             sub, batches, min_time_s, max_point_s,
             full_step_batches=set(batches) if is_bundled else set(),
+            chunk_batches=[b for b in batches if b > 8] if is_bundled else [],
             compile_batches=compile_batches if is_bundled else
             ([b for b in compile_batches if b <= 16] if sub.name == "sudoku-mlp" else []))
     print(json.dumps({

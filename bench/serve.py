@@ -11,6 +11,8 @@ mode, run with the bundled model. Modes:
     c  request-level batching + learned halting  (a server with TRM_BATCHING=request)
     d  the original inference procedure: whole batches of `--slots` rows, every row runs
        halt_max_steps steps, no early exit (TRM.empty_carry / reset_rows / step, no HTTP, no server)
+    d8 (d) stepping each batch in chunks of TRM_CPU_CHUNK_ROWS rows, as the service's CPU runner does:
+       separates what the runner's chunking gives from what halting and scheduling give
     e  the service's engine without HTTP: the same registry, scheduler and worker thread as (a),
        requests submitted in-process
 
@@ -21,8 +23,8 @@ The server is a real `python -m service` subprocess (= `trm serve`) on 127.0.0.1
 minimal keep-alive HTTP/1.1 client on asyncio streams: on a 2-core machine the client shares the
 CPU with the server, and a heavier client would be measured as service overhead.
 
-    python bench/serve.py                     # 1024 requests, 128 clients, 64 slots (~6 min on 2 cores)
-    python bench/serve.py --quick             # 192 requests, 32 clients, 16 slots (~1 min)
+    python bench/serve.py                     # 512 requests, 128 clients, 64 slots, 2 rounds (~10 min, 2 cores)
+    python bench/serve.py --quick             # 192 requests, 32 clients, 16 slots, 1 round (~2 min)
     python bench/serve.py --modes d,e,a       # a subset
 
 Prints one JSON line: per mode throughput (puzzles/s), latency p50/p95/p99 (s), slot occupancy, mean
@@ -184,14 +186,17 @@ def summarize(elapsed: float, lat: list[float], steps: list[int], valid: list[bo
 
 
 # ---- (d) the original procedure ------------------------------------------------------------------
-def run_original(model: TRM, puzzles: list[Puzzle], slots: int, clients: int) -> dict[str, Any]:
+def run_original(model: TRM, puzzles: list[Puzzle], slots: int, clients: int, chunk_rows: int = 0) -> dict[str, Any]:
     """Whole batches, every row halt_max_steps steps, no early exit, driven by the same closed loop.
 
     `clients` clients each keep one puzzle in flight; a batch takes up to `slots` of the waiting
     ones (oldest first) and answers them all when its last step is done, and those clients post
     their next puzzle at that moment. Latency = answer time - post time (queue wait + batch).
     """
+    from service.stepper import ChunkedStep
+
     steps = model.config.halt_max_steps
+    step = ChunkedStep(model, chunk_rows) if chunk_rows else model.step
     todo = deque(range(len(puzzles)))
     waiting: deque[tuple[int, float]] = deque()  # (puzzle index, time posted)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -213,7 +218,7 @@ def run_original(model: TRM, puzzles: list[Puzzle], slots: int, clients: int) ->
             carry = model.reset_rows(carry, torch.ones(b, dtype=torch.bool), inputs,
                                      torch.zeros(b, dtype=torch.int32))
             for _ in range(steps):
-                carry, out = model.step(carry)
+                carry, out = step(carry)
             preds = out.logits.argmax(-1).to(torch.int32).tolist()
             now = time.perf_counter()
             occ += [b / slots] * steps
@@ -556,6 +561,8 @@ def targets(r: dict[str, Any], per_round: dict[str, list[dict[str, Any]]]) -> di
         out[name] = {"ratio": ratio(x, y), "per_round": spread(x, y), "whole_run": ratio(x, y, "puzzles_per_s"),
                      "per_cpu_s": ratio(x, y, "puzzles_per_cpu_s"), "met": ok}
 
+    if "d8" in r and "d" in r:
+        put("d8_over_d", "d8", "d", True)  # not a target: how much of the rest is the runner's chunking
     if "a" in r and "d" in r:
         put("a_over_d", "a", "d", ratio("a", "d") >= 3 and r["a"]["p99_s"] <= r["d"]["p99_s"])
     for b in ("b", "bs"):
@@ -579,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=None, help="TRM_MAX_BATCH, and the batch of (d)")
     p.add_argument("--rounds", type=int, default=None, help="run every mode this many times, round-robin")
     p.add_argument("--mix", default="mixed", choices=sorted(MIXES))
-    p.add_argument("--modes", default="d,e,a,b,bs,c,idle")
+    p.add_argument("--modes", default="d,d8,e,a,b,bs,c,idle")
     p.add_argument("--stall-steps", type=int, default=2, help="TRM_STALL_STEPS for mode bs")
     p.add_argument("--idle-repeats", type=int, default=None)
     p.add_argument("--server-env", action="append", default=[], help="extra KEY=VALUE for every server")
@@ -601,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     puzzles = build_workload(n, MIXES[args.mix], args.seed)
     model, _ = load_checkpoint(BUNDLED, device="cpu")
     model.eval()
+    from service.settings import Settings
+
+    chunk_rows = int(extra_env.get("TRM_CPU_CHUNK_ROWS", Settings.model_fields["cpu_chunk_rows"].default))
     t_start = time.perf_counter()
     server_env = {"a": {}, "b": {}, "idle": {}, "bs": {"TRM_STALL_STEPS": str(args.stall_steps)},
                   "c": {"TRM_BATCHING": "request"}}
@@ -616,8 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         per_round: dict[str, list[dict[str, Any]]] = {m: [] for m in modes if m != "idle"}
         for i in range(rounds):
             for mode in per_round:
-                if mode == "d":
-                    res = run_original(model, puzzles, slots, clients)
+                if mode in ("d", "d8"):
+                    res = run_original(model, puzzles, slots, clients, chunk_rows=chunk_rows if mode == "d8" else 0)
                 elif mode == "e":
                     res = run_engine(puzzles, slots, clients, args.threads)
                 else:
@@ -634,14 +644,13 @@ def main(argv: list[str] | None = None) -> int:
             results["idle"] = run_idle(servers["idle"], model, easy, idle_repeats)
             log(f"idle: {results['idle']}")
 
-    from service.settings import Settings
-
     print(json.dumps({
         "bench": "serve", "device": "cpu", "threads": args.threads, "torch": torch.__version__,
         "machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
         "model": str(BUNDLED.relative_to(ROOT)), "halt_max_steps": model.config.halt_max_steps,
         "requests": n, "clients": clients, "slots": slots, "rounds": rounds,
         "mix": {"name": args.mix, "parts": MIXES[args.mix]}, "seed": args.seed, "stall_steps": args.stall_steps,
+        "cpu_chunk_rows": chunk_rows,
         "max_wait_s": float(extra_env.get("TRM_MAX_WAIT_S", Settings.model_fields["max_wait_s"].default)),
         "server_env": extra_env, "elapsed_s": time.perf_counter() - t_start, "results": results,
         "targets": targets(results, per_round),

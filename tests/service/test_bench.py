@@ -100,3 +100,31 @@ def test_serve_bench_orderings(serve_bench, shared):
                               {"a": [a], "c": [c], "d": [d], "e": [e]})
     assert set(out) == {"a_over_d", "a_over_c", "a_over_e", "idle_p50_over_raw"}
     assert all(isinstance(t["met"], bool) for t in out.values())
+
+
+@pytest.mark.parametrize("mlp_t", [True, False])
+def test_model_bench_baseline_replays_the_counted_flops(mlp_t):
+    """bench/model.py's matmul baseline issues exactly the FLOPs torch's counter finds in one network
+    application (plus attention, which the counter misses on CPU), and its kernel count is structural."""
+    import torch
+
+    from tests.conftest import tiny_model
+
+    bm = _load("model")
+    model = tiny_model(mlp_t=mlp_t, pos_encodings="none" if mlp_t else "rope")
+    cfg = model.config
+    z = torch.randn(3, cfg.total_len, cfg.hidden_size)
+    with torch.inference_mode():
+        counted, saw_attention = bm.count_flops(lambda: model._net(z, z))
+        rec = bm.MatmulRecorder()
+        with rec:
+            model._net(z, z)
+    _, replay_flops = bm.matmul_replay(rec.ops, z.dtype)
+    assert replay_flops == counted + (0 if saw_attention else rec.attention_flops)
+    assert (rec.attention_flops > 0) == (not mlp_t)
+    k = bm.count_kernels(cfg)
+    apps = bm.applications_per_step(cfg)
+    assert apps * k["kernels_per_application"] < k["kernels_per_step"] < apps * k["kernels_per_application"] + 20
+    est = bm.gpu_estimate(10**9, k["kernels_per_step"], [1, 10**6], **bm.GPU_ASSUMPTIONS)["points"]
+    assert est[0]["graph_speedup"] > 1 and not est[0]["compute_bound"]  # launch-bound at one row
+    assert est[1]["compute_bound"] and abs(est[1]["graph_speedup"] - 1) < 1e-9
