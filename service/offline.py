@@ -21,16 +21,21 @@ from .engine import Engine
 from .grid_tasks import GridTask, build_result, build_row
 from .registry import ServedModel
 from .scheduler import Request, RequestStatus
+from .settings import Settings
 
 __all__ = ["load_served", "solve_grids"]
 
 
 def load_served(path: str | Path, *, num_slots: int = 64, max_queue: int = 4096, stall_steps: int = 0,
                 device: str = "cpu") -> ServedModel:
-    """A checkpoint as the registry serves it, with an engine but no worker thread."""
+    """A checkpoint as the registry serves it (the server's runner defaults), with an engine but no
+    worker thread."""
     model, meta = load_checkpoint(path, device=device)
     task = str(meta.get("task") or model.config.task)
-    engine = Engine.for_model(model, num_slots, max_queue, stall_steps=stall_steps)
+    defaults = Settings.model_fields
+    engine = Engine.for_model(model, num_slots, max_queue, stall_steps=stall_steps,
+                              runner_options={"cpu_chunk_rows": defaults["cpu_chunk_rows"].default,
+                                              "cuda_graphs": defaults["cuda_graphs"].default})
     return ServedModel(name=Path(path).stem, path=Path(path), task=task, model=model, meta=meta, engine=engine,
                        worker=None)  # type: ignore[arg-type]  # no thread: the caller steps the engine
 
