@@ -290,7 +290,10 @@ class AdaptJobs:
         if self.registry.is_loaded:
             for served in self.registry.models.values():
                 if served.task == "arc":
-                    self.for_model(served)
+                    try:
+                        self.for_model(served)
+                    except Exception:  # e.g. the checkpoint file vanished: serve without the saved rows
+                        logger.exception("model %s: could not restore adapted rows", served.name)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop: queued jobs are cancelled, running ones stop before their next step (nothing installed);
