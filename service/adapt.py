@@ -279,10 +279,10 @@ class AdaptJobs:
             mj = self.models.get(served.name)
             if mj is None:
                 mj = self.models[served.name] = _ModelJobs(self, served)
+                mj.start(self.settings.adapt_concurrency)
                 n = mj.load_saved()
                 if n:
                     logger.info("model %s: %d adapted tasks restored from %s", served.name, n, self.settings.adapt_dir)
-                mj.start(self.settings.adapt_concurrency)
             return mj
 
     def restore(self) -> None:
