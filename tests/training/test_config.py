@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -76,6 +78,73 @@ def test_toml_unknown_key_fails(tmp_path):
     path.write_text('[run]\nmax_steps = 3\nbatch = 4\n')
     with pytest.raises(ConfigError, match=r"run\.batch.*valid keys in \[run\]"):
         load_config(path)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("[run]\nmax_steps = 3.0\n", r"^run\.max_steps=3\.0 is not an integer$"),
+    ("[run]\nmax_steps = true\n", r"^run\.max_steps=True is a boolean; expected an integer$"),
+    ("[run]\nmax_steps = 3\nbf16 = 1\n", r"^run\.bf16=1 is not a boolean; use true or false$"),
+    ("[run]\nmax_steps = 3\n[optim]\nlr = true\n", r"^optim\.lr=True is not a number$"),
+    ("[run]\nmax_steps = 3\ndir = 5\n", r"^run\.dir=5 is not a string$"),
+    ("[run]\nmax_steps = 3\n[model]\nhidden_size = 64.0\n", r"^model\.hidden_size=64\.0 is not an integer$"),
+    ("[run]\nmax_steps = 3\nzeta = 1\nbatch = 4\n", r"^unknown key\(s\) \['run\.batch', 'run\.zeta'\]; valid keys"),
+    ("[runs]\nx = 1\n[foo]\ny = 2\n", r"^unknown config section\(s\) \['foo', 'runs'\]; valid sections: "),
+    ("run = 3\n", r"^\[run\] must be a table of key = value pairs, got 3$"),
+    ("[run]\nmax_steps = 3\n[model]\nhidden_size = 0\n", r"^\[model\]: TRMConfig\.hidden_size=0 must be a positive"),
+    # the first problem in the order a reader fixes them: section order, then the order written
+    ("[run]\nseed = 'x'\nmax_steps = 'y'\n[data]\nholdout = 'z'\n", r"^data\.holdout='z' is not an integer$"),
+    ("[run]\nmax_steps = 'y'\nseed = 'x'\n", r"^run\.max_steps='y' is not an integer$"),
+])
+def test_toml_values_are_strictly_typed(tmp_path, toml, message):
+    """TOML has real types, so only strings are parsed (as every CLI value is): 1 is not true, 3.0 no integer."""
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_cli_strings_are_parsed_like_toml_values():
+    cfg = load_config("sudoku-demo", ["--run.max_steps=1_000", "--run.bf16=NO", "--run.compile=1", "--optim.lr=1",
+                                      "--data.holdout= 7 ", "--run.progress", "yes"])
+    assert (cfg.run.max_steps, cfg.run.bf16, cfg.run.compile, cfg.data.holdout, cfg.run.progress) == (1000, False, True,
+                                                                                                      7, True)
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    for bad, message in [("--run.bf16=on", r"run\.bf16='on' is not a boolean"),
+                         ("--run.max_steps=7.0", r"run\.max_steps='7\.0' is not an integer"),
+                         ("--model.pos_encodings=alibi", r"model\.pos_encodings='alibi' is not one of \['rope', 'learned'")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config("sudoku-demo", [bad])
+
+
+def test_sections_built_in_python_are_checked_the_same_way():
+    from training.config import DataConfig, RunConfig, TrainConfig
+    from trm_core import TRMConfig
+
+    with pytest.raises(ConfigError, match=r"^data\.reveal_start='x' is not a number$"):
+        DataConfig(reveal_start="x")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['run\.batch'\]"):
+        RunConfig(batch=4)
+    with pytest.raises(ConfigError, match="no training budget"):
+        TrainConfig()
+    model = TRMConfig(hidden_size=64, num_heads=2, puzzle_emb_ndim=64)
+    cfg = TrainConfig(model=model, run=RunConfig(max_steps=1))
+    assert cfg.model is model  # a TRMConfig validated itself; it is kept, not rebuilt
+    cfg.run.resume = False  # sections stay plain mutable records (tests and the trainer set fields)
+    assert cfg.to_dict()["run"]["resume"] is False and cfg.to_dict()["model"] == model.to_dict()
+
+
+def test_model_section_keys_are_trmconfigs_fields():
+    import dataclasses
+
+    from training.config import config_help
+    from trm_core import TRMConfig
+
+    names = [f.name for f in dataclasses.fields(TRMConfig)]
+    with pytest.raises(ConfigError, match=r"valid keys in \[model\]: " + re.escape(str(sorted(names)))):
+        load_config("sudoku-demo", ["--model.width=3"])
+    assert [line.split("=")[0].strip() for line in config_help().splitlines() if "--model." in line] == \
+        [f"--model.{n}" for n in names]
+    assert "--model.pos_encodings='rope'  (Literal['rope', 'learned', 'none'])" in config_help()
 
 
 def test_config_round_trips_through_json():
