@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from trm_core.halting import HALTING_MODES
+
+HaltingMode = Literal[HALTING_MODES]  # the option's values are trm_core.halting's modes, in its order
 HaltReason = Literal["learned", "verified", "budget", "stalled"]
 
 _SUDOKU_SCHEMA = {
@@ -62,7 +65,7 @@ class SolveOptions(BaseModel):
     max_steps: int | None = Field(None, ge=1, strict=True,  # strict: JSON true is not 1
                                   description="ACT step budget per puzzle; default: the model's "
                                               "halt_max_steps; capped by the server's limit")
-    halting: Literal["learned", "verified", "fixed"] | None = Field(
+    halting: HaltingMode | None = Field(
         None, description="learned: the model's halting head decides; verified (Sudoku, Maze): stop as soon "
                           "as the answer passes the rule check; fixed: always run max_steps")
     return_steps: bool = Field(False, description="also return the answer after every ACT step")

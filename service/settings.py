@@ -22,10 +22,12 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from trm_core.halting import HALTING_MODES
+
 logger = logging.getLogger(__name__)
 
 Batching = Literal["continuous", "request"]
-Halting = Literal["learned", "verified", "fixed"]
+Halting = Literal[HALTING_MODES]  # trm_core.halting's modes: one list for the scheduler, settings and HTTP
 
 
 def bundled_models() -> list[str]:

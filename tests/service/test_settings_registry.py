@@ -41,6 +41,22 @@ def test_bad_settings_are_refused_with_the_fix(monkeypatch, env, message):
         Settings()
 
 
+def test_halting_modes_come_from_trm_core(monkeypatch):
+    """TRM_DEFAULT_HALTING and the `halting` option accept exactly trm_core.halting's modes, in its order."""
+    from service.schemas import SolveOptions
+    from trm_core.halting import HALTING_MODES
+
+    assert SolveOptions.model_json_schema()["properties"]["halting"]["anyOf"][0]["enum"] == list(HALTING_MODES)
+    for mode in HALTING_MODES:
+        monkeypatch.setenv("TRM_DEFAULT_HALTING", mode)
+        assert Settings().default_halting == mode and SolveOptions(halting=mode).halting == mode
+    monkeypatch.setenv("TRM_DEFAULT_HALTING", "budget")
+    with pytest.raises(ValidationError, match="default_halting"):
+        Settings()
+    with pytest.raises(ValidationError, match="halting"):
+        SolveOptions(halting="budget")
+
+
 def test_unknown_fields_and_env_typos():
     with pytest.raises(ValidationError, match="max_bach"):
         Settings(max_bach=3)
