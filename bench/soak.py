@@ -203,7 +203,7 @@ class Tally:
         self.statuses: Counter[str] = Counter()
         self.after_sigterm: Counter[str] = Counter()
         self.lost = self.cross_talk = self.mismatch = self.no_retry_after = self.refused_after_exit = 0
-        self.connect_timeouts = 0
+        self.connect_timeouts = self.reset_at_exit = 0
         self.lost_examples: list[str] = []
         self.latencies: list[float] = []
 
@@ -215,6 +215,7 @@ async def soak_phase(server: Server, puzzles: list[str], expected: dict[str, str
     t_start = time.monotonic()
     state = {"sigterm": None, "exited": None}
     tasks: set[asyncio.Task] = set()
+    late_errors: list[tuple[float, str]] = []
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=server.base, timeout=httpx.Timeout(120, connect=30),
                                  limits=limits) as client:
@@ -234,9 +235,12 @@ async def soak_phase(server: Server, puzzles: list[str], expected: dict[str, str
                 tally.lost_examples.append("connect refused before SIGTERM")
                 return
             except httpx.HTTPError as e:
+                if state["sigterm"] is not None:  # judged against the exit time at the end
+                    late_errors.append((time.monotonic(), f"{type(e).__name__}: {e}"))
+                    return
                 tally.lost += 1
                 if len(tally.lost_examples) < 5:
-                    tally.lost_examples.append(f"{type(e).__name__}: {e}")
+                    tally.lost_examples.append(f"{type(e).__name__}: {e} ({time.monotonic() - t_start:.2f}s in)")
                 return
             code = str(resp.status_code)
             tally.statuses[code] += 1
@@ -280,6 +284,14 @@ async def soak_phase(server: Server, puzzles: list[str], expected: dict[str, str
         health.extend(probe.finish())
         await asyncio.gather(*tasks, return_exceptions=True)
         exit_watch.cancel()
+    for t, what in late_errors:
+        # In the last second before the process exited, the port had closed after the drain: a reset
+        # then is a refused connection, as in any shutdown. Earlier, it is a lost request.
+        if state["exited"] is not None and t >= state["exited"] - 1.0:
+            tally.reset_at_exit += 1
+        else:
+            tally.lost += 1
+            tally.lost_examples.append(f"{what} ({t - t_start:.2f}s in, during the drain)")
     exit_s = (state["exited"] - state["sigterm"]) if state["exited"] and state["sigterm"] else None
     return {"sigterm_at_s": round(state["sigterm"] - t_start, 2) if state["sigterm"] else None,
             "exit_s": round(exit_s, 2) if exit_s is not None else None, "exit_code": server.proc.returncode}
@@ -386,9 +398,10 @@ def run_soak(args: argparse.Namespace, puzzles: list[str]) -> dict:
     finite = [h for h in health if h != float("inf")]
     return {
         **calibration, "capacity_rps": round(capacity, 2), "offered_rps": round(rate, 2), "slots": num_slots,
-        "requests": sum(tally.statuses.values()) + tally.lost + tally.refused_after_exit + tally.connect_timeouts,
+        "requests": sum(tally.statuses.values()) + tally.lost + tally.refused_after_exit + tally.connect_timeouts
+        + tally.reset_at_exit,
         "statuses": dict(tally.statuses), "lost": tally.lost, "lost_examples": tally.lost_examples,
-        "connect_timeouts": tally.connect_timeouts,
+        "connect_timeouts": tally.connect_timeouts, "reset_at_exit": tally.reset_at_exit,
         "cross_talk": tally.cross_talk, "answer_mismatch_not_cross_talk": tally.mismatch,
         "server_errors_5xx": sum(v for k, v in tally.statuses.items() if k.startswith("5") and k not in ("503", "504")),
         "5xx_total": sum(v for k, v in tally.statuses.items() if k.startswith("5")),

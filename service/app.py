@@ -112,9 +112,19 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DeadlineExceeded)
     async def _deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
         timeout = request.app.state.settings.request_timeout_s
-        return _problem(504, "deadline", "Deadline exceeded",
-                        f"the request did not finish within {timeout}s (TRM_REQUEST_TIMEOUT_S); its rows were "
-                        "cancelled; lower max_steps or send smaller batches")
+        partial = getattr(exc, "partial", None)  # a batch: [(loc, result or None)] (service/grid_tasks.py)
+        if not partial:
+            return _problem(504, "deadline", "Deadline exceeded",
+                            f"the request did not finish within {timeout}s (TRM_REQUEST_TIMEOUT_S); its rows were "
+                            "cancelled; lower max_steps or send smaller batches")
+        missed = [loc for loc, result in partial if result is None]
+        body = problem_body(504, "deadline", "Deadline exceeded",
+                            f"{len(missed)} of {len(partial)} puzzles did not finish within {timeout}s "
+                            "(TRM_REQUEST_TIMEOUT_S) and were cancelled; `results` holds the answers of the others "
+                            "in request order (null where missed): resend only the puzzles named in `errors`",
+                            [{"loc": list(loc), "msg": "did not finish before the deadline"} for loc in missed])
+        body["results"] = [result for _, result in partial]  # an RFC 9457 extension member
+        return JSONResponse(body, status_code=504, media_type=PROBLEM_JSON)
 
     @app.exception_handler(ClientGone)
     async def _client_gone(request: Request, exc: ClientGone) -> JSONResponse:

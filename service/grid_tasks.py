@@ -23,10 +23,10 @@ from trm_core.tasks.views import views_for
 from .admission import check_batch_rows, validate
 from .metrics import Metrics
 from .registry import ModelRegistry, ServedModel
-from .scheduler import Request
+from .scheduler import Request, RequestStatus
 from .schemas import SolveOptions
 from .settings import Settings
-from .solve import RowSpec, resolve_options, run_rows
+from .solve import DeadlineExceeded, RowSpec, resolve_options, run_rows
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,13 @@ async def solve_grid(task: GridTask, body: SolveOptions, single: Any, batch: lis
     grids = await validate(parse_all, task, items, locs, served, num_items=len(items))
     rows = [build_row(task, served, g, opts.halting, opts.views) for g in grids]
     deadline = t0 + settings.request_timeout_s
-    finished = await run_rows(served, rows, opts, deadline=deadline, http=http)
+    try:
+        finished = await run_rows(served, rows, opts, deadline=deadline, http=http)
+    except DeadlineExceeded as e:  # a batch keeps the answers of its finished rows (504 + results, app.py)
+        if batch is not None and len(e.requests) == len(grids):
+            e.partial = [(loc, build_result(task, served, g, r, t0, metrics)  # type: ignore[attr-defined]
+                          if r.status == RequestStatus.FINISHED_HALTED else None)
+                         for loc, g, r in zip(locs, grids, e.requests, strict=True)]
+        raise
     results = [build_result(task, served, g, r, t0, metrics) for g, r in zip(grids, finished, strict=True)]
     return results[0] if batch is None else {"results": results}

@@ -29,6 +29,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger(__name__)
 
+CLOSE_GRACE_S = 0.3  # between closing the port and closing idle connections
+
 
 def header_timeout_protocol(timeout_s: float) -> type[H11Protocol]:
     """uvicorn's h11 protocol with a deadline for each request's headers."""
@@ -94,6 +96,12 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         try:
             await self.drain()
+            # Stop accepting, then answer (503, Connection: close) what already arrived on open
+            # connections before uvicorn closes the idle ones: a request whose bytes were in flight
+            # would otherwise meet a closed connection.
+            for server in self.servers:
+                server.close()
+            await asyncio.sleep(CLOSE_GRACE_S)
         except Exception:
             logger.exception("drain failed; stopping anyway")
         finally:

@@ -37,7 +37,12 @@ class InvalidOptionsError(ValueError):
 
 
 class DeadlineExceeded(TimeoutError):
-    """The request did not finish within TRM_REQUEST_TIMEOUT_S (HTTP 504)."""
+    """The request did not finish within TRM_REQUEST_TIMEOUT_S (HTTP 504). `requests` are its scheduler
+    requests, in order: those FINISHED_HALTED have answers a batch still returns (service/grid_tasks.py)."""
+
+    def __init__(self, msg: str, requests: Sequence[Request] = ()) -> None:
+        super().__init__(msg)
+        self.requests = list(requests)
 
 
 class ServiceUnavailable(RuntimeError):
@@ -173,7 +178,7 @@ async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedO
             raise ClientGone("client disconnected")
         else:
             status = RequestStatus.FINISHED_TIMEOUT
-            raise DeadlineExceeded("deadline passed")
+            raise DeadlineExceeded("deadline passed", requests)
     finally:
         if gone is not None:
             gone.cancel()
@@ -182,7 +187,7 @@ async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedO
             all_done.cancel()
     statuses = {r.status for r in finished}
     if RequestStatus.FINISHED_TIMEOUT in statuses:
-        raise DeadlineExceeded("deadline passed")
+        raise DeadlineExceeded("deadline passed", requests)
     if statuses - {RequestStatus.FINISHED_HALTED}:
         raise ServiceUnavailable(f"model {served.name} stopped before the request finished (shutdown or failed step)")
     return finished

@@ -197,7 +197,7 @@ async def test_every_row_that_leaves_is_counted_once_by_reason(checkpoints):
     async with serve(settings) as (app, client):
         worker = app.state.registry.models["sudoku"].worker
         resp = await client.post("/v1/sudoku/solve", json={"puzzles": sudoku_puzzles(12), **FOREVER})
-        assert_problem(resp, 504)
+        assert resp.status_code == 504 and resp.json()["results"] == [None] * 12
         await wait_for(worker, lambda s: s.num_running == 0 and s.num_waiting == 0)
         text = (await client.get("/metrics")).text
     assert sample(text, "trm_rows_finished_total", model="sudoku", task="sudoku", reason="timeout") == 12
@@ -243,3 +243,31 @@ async def test_openapi_matches_behaviour_with_and_without_a_key(checkpoints):
         assert schema["oneOf"] == [{"required": [single]}, {"required": [batch]}], name
         for field in (single, batch):
             assert "anyOf" not in schema["properties"][field] and "default" not in schema["properties"][field]
+
+
+async def test_a_batch_past_its_deadline_keeps_the_answers_of_its_finished_rows(checkpoints):
+    """8 rows on one slot, each sized to take ~1/4 of the deadline: the first finishes (unless steps get
+    4x slower), the last cannot (unless they get 2x faster). The 504 keeps the finished answers in
+    `results` and names each missed puzzle in `errors`."""
+    import time
+
+    puzzles = sudoku_puzzles(8)
+    deadline_s = 3.0
+    settings = make_settings(checkpoints, names=("sudoku",), max_batch=1, request_timeout_s=deadline_s)
+    async with serve(settings) as (app, client):
+        t0 = time.monotonic()
+        calib = await client.post("/v1/sudoku/solve", json={"puzzle": puzzles[0], "halting": "fixed", "max_steps": 200})
+        assert calib.status_code == 200
+        steps = max(1, int(200 * 0.25 * deadline_s / (time.monotonic() - t0)))
+        resp = await client.post("/v1/sudoku/solve", json={"puzzles": puzzles, "halting": "fixed", "max_steps": steps})
+        worker = app.state.registry.models["sudoku"].worker
+        await wait_for(worker, lambda s: s.num_running == 0 and s.num_waiting == 0)
+    assert resp.status_code == 504 and resp.headers["content-type"] == "application/problem+json"
+    body = resp.json()
+    results = body["results"]
+    assert len(results) == 8 and results[0] is not None and results[-1] is None
+    assert results[0]["steps"] == steps and len(results[0]["solution"]) == 9
+    missed = [i for i, r in enumerate(results) if r is None]
+    assert body["errors"] == [{"loc": ["body", "puzzles", i], "msg": "did not finish before the deadline"}
+                              for i in missed]
+    assert f"{len(missed)} of 8 puzzles" in body["detail"]
