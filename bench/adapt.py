@@ -6,7 +6,7 @@ at a time for `--seconds` per phase:
 
     idle       no adaptation
     adapting   an adaptation job runs (POST /v1/arc/tasks, an ARC-AGI-1 evaluation task)
-    no_nice    the same, with the adaptation thread at the serving worker's priority (NICE = 0)
+    no_nice    the same, with the adaptation thread at the serving worker's priority (TRM_ADAPT_NICE=0)
 
     python bench/adapt.py --arc-model /work/runs/arc-cpu/arc-cpu.safetensors
     python bench/adapt.py                 # a small random ARC model on a 30x30 canvas instead
@@ -112,7 +112,6 @@ async def _phase(settings, name: str, arc_task: dict | None, args) -> dict:
 
 
 async def _main(args) -> dict:
-    import service.adapt as adapt
     from service.settings import Settings
 
     torch.set_num_threads(1)
@@ -124,12 +123,7 @@ async def _main(args) -> dict:
                             adapt_max_s=3600.0, adapt_batch_size=args.adapt_batch, adapt_versions=8)
         task = _eval_task()
         out = [await _phase(settings, "idle", None, args), await _phase(settings, "adapting", task, args)]
-        nice = adapt.NICE
-        adapt.NICE = 0
-        try:
-            out.append(await _phase(settings, "no_nice", task, args))
-        finally:
-            adapt.NICE = nice
+        out.append(await _phase(settings.model_copy(update={"adapt_nice": 0}), "no_nice", task, args))
     idle, busy, flat = out
     return {
         "bench": "adapt", "phases": out,

@@ -3,8 +3,8 @@
 A model answers only the ARC tasks it has puzzle rows for; `training.adapt` trains rows for a new
 task on a copy of the model (the served model is read, never written). Here each ARC model gets a
 bounded job queue (TRM_ADAPT_QUEUE, 429 + Retry-After beyond it) and TRM_ADAPT_CONCURRENCY
-adaptation threads, which run at a lower OS scheduling priority than the serving worker so that
-ACT steps of other requests keep their latency (bench/adapt.py measures it).
+adaptation threads, which run at a lower OS scheduling priority (TRM_ADAPT_NICE) than the serving
+worker so that ACT steps of other requests keep their latency (bench/adapt.py measures it).
 
 When a job succeeds its rows join the served puzzle table (`training.adapt.install_rows`: a new
 table tensor swapped in with one attribute store, so a step on the worker thread sees either the
@@ -55,7 +55,6 @@ JobState = str
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 ACCURACY_BUCKETS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 ADAPT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-NICE = 10  # adaptation threads yield the CPU to the serving worker
 
 
 class AdaptQueueFull(RuntimeError):
@@ -148,7 +147,7 @@ class _ModelJobs:
 
     def _run(self) -> None:
         try:  # Linux: a thread is a task with its own nice value; lower ours, keep the serving worker's
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.owner.settings.adapt_nice)
         except (AttributeError, OSError):
             pass
         while True:

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     adapt_dir: Path | None = None  # when set, adapted rows are saved here and restored on start
     adapt_versions: int = Field(8, ge=1, le=1024)  # augmented versions an adaptation trains (identity first)
     adapt_batch_size: int = Field(16, ge=1, le=4096)  # ACT slots of the adaptation loop
+    adapt_nice: int = Field(10, ge=0, le=19)  # adaptation threads' nice: > 0 yields the CPU to serving
     max_views: int = Field(256, ge=1)  # largest `views` (symmetric versions run per puzzle) a request may ask for
     max_view_rows: int = Field(16, ge=1)  # rows of one request's views stepping at once (fairness, early exit)
     stall_steps: int = Field(0, ge=0)  # > 0: a verified-halting row whose answer is unchanged this many steps stops
