@@ -112,6 +112,18 @@ def test_stray_and_dead_end_path_cells_are_caught(mazes):
         assert f"row {spur[0]}, column {spur[1]}: path cell is a dead end" in violations
 
 
+
+def test_a_valid_answer_is_one_simple_path_not_a_blob():
+    """Extra 'o' cells next to the route (a 2x2 block, a second touch of S) have no dead end but are
+    not a path: `valid` must mean the 'o' cells are exactly one simple S-G path."""
+    puzzle = ["S  G", "    ", "    "]
+    assert maze.verify(puzzle, ["SooG", "    ", "    "]) == []
+    blob = maze.verify(puzzle, ["SooG", " oo ", "    "])
+    assert "row 0, column 1: the path branches here (3 neighbouring path cells; a path cell has 2)" in blob
+    assert not maze.is_shortest(puzzle, ["SooG", " oo ", "    "])
+    loop = maze.verify(puzzle, ["SooG", "oo  ", "    "])  # o below S joins the route: S touched twice
+    assert "row 0, column 0: the path touches the start 2 times; it leaves the start once" in loop
+
 def test_changed_walls_start_and_goal_are_caught(mazes):
     puzzle, answer = mazes[0]
     r, c = maze.find_cells(puzzle, maze.WALL)[0]

@@ -10,8 +10,8 @@ is the maze with the cells of one S->G path marked 'o' (S and G stay). Rows and 
 counted from 0 (see `errors.py`).
 
 Rule check vs optimality. `verify` returns *rule violations* only: the answer must keep the
-maze, and its 'o' cells must form a route from S to G through open cells with no stray or
-dead-end path cells. Whether the route is a *shortest* one is a separate question, answered by
+maze, and its 'o' cells must form one simple route from S to G through open cells (no stray,
+dead-end or branching path cells). Whether the route is a *shortest* one is a separate question, answered by
 `is_shortest` (the training labels are shortest paths, so exact-match accuracy needs it, but a
 longer valid route is still a solution of the maze).
 """
@@ -205,8 +205,9 @@ def verify(puzzle: Grid, answer: Grid) -> list[str]:
 
     Reports: wrong shape or characters; a wall, S or G changed (a path through a wall is
     reported as such); 'o' cells that do not connect S to G, stray path cells not on the route,
-    and dead-end path cells. A valid but longer-than-shortest route is NOT a violation; see
-    `is_shortest`.
+    dead-end path cells, and path cells that branch or touch S or G twice. So no violations means
+    the 'o' cells with S and G are exactly one simple 4-connected S-G path through open cells. A
+    valid but longer-than-shortest route is NOT a violation; see `is_shortest`.
     """
     height, width = len(puzzle), len(puzzle[0])
     try:
@@ -258,10 +259,19 @@ def _route_violations(puzzle: Grid, on_route: set[Cell], height: int, width: int
         out.append(f"the path does not connect the start (row {start[0]}, column {start[1]}) "
                    f"to the goal (row {goal[0]}, column {goal[1]})")
     for r, c in sorted(on_route - {start, goal}):
+        degree = sum(nb in on_route for nb in _neighbours(r, c, height, width))
         if (r, c) not in seen:
             out.append(f"row {r}, column {c}: path cell is not connected to the start")
-        elif sum(nb in on_route for nb in _neighbours(r, c, height, width)) < 2:
+        elif degree < 2:
             out.append(f"row {r}, column {c}: path cell is a dead end")
+        elif degree > 2:
+            out.append(f"row {r}, column {c}: the path branches here ({degree} neighbouring path cells; "
+                       "a path cell has 2)")
+    for (r, c), name in ((start, "start"), (goal, "goal")):
+        degree = sum(nb in on_route for nb in _neighbours(r, c, height, width))
+        if degree > 1:
+            out.append(f"row {r}, column {c}: the path touches the {name} {degree} times; it leaves the "
+                       f"{name} once")
     return out
 
 
