@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,6 +62,15 @@ def _malformed(why: str) -> JSONResponse:
     """400 for every body that cannot be parsed as JSON (malformed, not UTF-8, too deep, too long an int):
     one status and one `type` for all of them; 422 is for JSON that parses but is not a valid request."""
     return _problem(400, "malformed-body", "Malformed body", f"the request body is not parseable JSON: {why}")
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document lists for the path templates that match `path`."""
+    methods: set[str] = set()
+    for template, ops in app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\{[^/]+\\}", "[^/]+", re.escape(template)), path):
+            methods.update(m.upper() for m in ops)
+    return sorted(methods)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -138,9 +148,15 @@ def _install_error_handlers(app: FastAPI) -> None:
                               "it is nested too deeply" if isinstance(cause, RecursionError) else
                               f"{cause}" if cause is not None else "it cannot be parsed")
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = exc.headers
         if exc.status_code == 404:
             detail = f"no route {request.method} {request.url.path}; see /docs"
-        return _problem(exc.status_code, f"http-{exc.status_code}", detail, detail, headers=exc.headers)
+        elif exc.status_code == 405:  # Allow: every documented method on this path, not only the first route's
+            allowed = _allowed_methods(request.app, request.url.path) or [
+                m.strip() for m in (headers or {}).get("Allow", "").split(",") if m.strip()]
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        return _problem(exc.status_code, f"http-{exc.status_code}", detail, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

@@ -41,9 +41,9 @@ _GRID_SCHEMA = {"type": "array", "items": {"type": "array", "items": {"type": "i
 _ARC_TASK_SCHEMA = {
     "type": "object",
     "properties": {
-        "train": {"type": "array", "items": {"type": "object", "properties": {
+        "train": {"type": "array", "minItems": 1, "items": {"type": "object", "properties": {
             "input": _GRID_SCHEMA, "output": _GRID_SCHEMA}, "required": ["input", "output"]}},
-        "test": {"type": "array", "items": {"type": "object", "properties": {"input": _GRID_SCHEMA},
+        "test": {"type": "array", "minItems": 1, "items": {"type": "object", "properties": {"input": _GRID_SCHEMA},
                                             "required": ["input"]}},
     },
     "required": ["train", "test"],
@@ -68,7 +68,7 @@ class SolveOptions(BaseModel):
     halting: HaltingMode | None = Field(
         None, description="learned: the model's halting head decides; verified (Sudoku, Maze): stop as soon "
                           "as the answer passes the rule check; fixed: always run max_steps")
-    return_steps: bool = Field(False, description="also return the answer after every ACT step")
+    return_steps: bool = Field(False, strict=True, description="also return the answer after every ACT step")
 
 
 def _exactly_one(obj: BaseModel, single: str, batch: str) -> None:

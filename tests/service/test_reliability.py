@@ -271,3 +271,20 @@ async def test_a_batch_past_its_deadline_keeps_the_answers_of_its_finished_rows(
     assert body["errors"] == [{"loc": ["body", "puzzles", i], "msg": "did not finish before the deadline"}
                               for i in missed]
     assert f"{len(missed)} of 8 puzzles" in body["detail"]
+
+
+async def test_405_lists_every_method_of_the_path_and_return_steps_is_a_strict_bool(checkpoints):
+    async with serve(make_settings(checkpoints, names=("sudoku",))) as (_, client):
+        resp = await client.request("PUT", "/v1/sudoku/solve")
+        assert_problem(resp, 405)
+        assert resp.headers["allow"] == "POST"
+        body = assert_problem(await client.post("/v1/sudoku/solve", json={"puzzle": sudoku_puzzles(1)[0],
+                                                                          "return_steps": 0}), 422)
+        assert body["errors"][0]["loc"] == ["body", "return_steps"]
+
+
+async def test_405_on_a_templated_path_allows_every_documented_method(checkpoints):
+    async with serve(make_settings(checkpoints, names=("arc",))) as (_, client):
+        resp = await client.request("PUT", "/v1/arc/tasks/some-job")
+    assert_problem(resp, 405)
+    assert resp.headers["allow"] == "DELETE, GET"
