@@ -241,7 +241,9 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         finally:
             metrics.ready.set(0)
             if getattr(app.state, "adapt", None) is not None:  # ARC adaptation jobs stop before their next step
-                await asyncio.to_thread(app.state.adapt.close, settings.drain_timeout_s)
+                # after a SIGTERM drain they were told to stop within its budget: do not wait again
+                await asyncio.to_thread(app.state.adapt.close,
+                                        settings.drain_timeout_s if app.state.drained is None else 0.0)
             if app.state.drained is None:  # no SIGTERM drain ran (another ASGI server, tests)
                 logger.info("draining (up to %.1fs)", settings.drain_timeout_s)
                 guard.is_draining = True
@@ -251,7 +253,11 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
     async def drain() -> bool:
         """The SIGTERM drain, run while the server still listens (service/server.py calls it)."""
         metrics.ready.set(0)
-        app.state.drained = await drain_for_exit(registry, guard, DrainPlan.from_settings(settings))
+        plan = DrainPlan.from_settings(settings)
+        steps = [drain_for_exit(registry, guard, plan)]
+        if getattr(app.state, "adapt", None) is not None:  # adaptation jobs stop within the same budget
+            steps.append(asyncio.to_thread(app.state.adapt.close, plan.rows_s))
+        app.state.drained = (await asyncio.gather(*steps))[0]
         return app.state.drained
 
     app = FastAPI(
