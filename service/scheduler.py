@@ -299,10 +299,11 @@ class Scheduler:
             return []
         now = time.monotonic() if now is None else now
         done: list[Request] = []
+        settled: set[int] = set()  # ids of groups finished earlier in this loop (their status changes below)
         for slot in range(sched.num_rows):
             row = self.running[slot]
-            if row is None or row.request.status != RequestStatus.RUNNING:
-                continue  # idle, or its group already finished earlier in this loop
+            if row is None or id(row.request) in settled:
+                continue  # idle, or its group already has its answer: the row leaves with it
             r = row.request
             row.steps += 1
             r.row_steps += 1
@@ -330,6 +331,7 @@ class Scheduler:
             r.rows.append(RowResult(row.view, answer, row.steps, q, reason, row.trajectory, row.trajectory_q_halt))
             if reason == "verified" or (not r.num_unadmitted and not r.slots):
                 self._settle(r, winner=r.rows[-1] if reason == "verified" else None)
+                settled.add(id(r))
                 done.append(r)
         with self._lock:
             for r in done:

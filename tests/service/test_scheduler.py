@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from service.scheduler import ModelOutput, QueueFullError, Request, RequestStatus, Scheduler, SchedulerOutput
@@ -177,6 +177,15 @@ def test_group_finishes_on_its_first_verified_row_and_frees_the_others():
     assert s.stats().num_waiting == 0  # its unadmitted views no longer count against the queue
 
 
+def test_rows_after_a_verified_row_in_the_same_step_leave_with_their_group():
+    s = Scheduler(num_slots=3, max_queue=8)
+    g = req("g", 1, halting="verified", views=3, accept=lambda tokens: tokens == [9] * L)
+    s.add_request(g)
+    done = step(s, preds={0: [9] * L})  # view 0 is verified; views 1 and 2 reach their budget in the same step
+    assert done == [g] and (g.view, g.halt_reason) == (0, "verified")
+    assert all(row is None for row in s.running) and not s.requests
+
+
 def test_group_without_a_verified_row_votes_for_the_confident_majority():
     s = Scheduler(num_slots=8, max_queue=16)
     answers = {0: [1] * L, 1: [2] * L, 2: [2] * L, 3: [3] * L, 4: [3] * L}  # 2 votes each for [2] and [3]
@@ -250,6 +259,7 @@ def test_round_robin_shares_free_slots_between_a_group_and_single_rows():
 
 
 @settings(max_examples=40, deadline=None)
+@example(ops=[("add", 1, "fixed", 2), ("add", 2, "verified", 4)], num_slots=3, batching="continuous", cap=None)
 @given(ops=st.lists(st.one_of(
     st.tuples(st.just("add"), st.integers(1, 5), st.sampled_from(["fixed", "learned", "verified"]), st.integers(1, 4)),
     st.tuples(st.just("cancel"), st.integers(0, 30), st.just(""), st.just(0)),
