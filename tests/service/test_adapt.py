@@ -75,6 +75,8 @@ async def test_cancel_running_and_queued_jobs_and_queue_full(checkpoints):
     slow = dict(FAST, adapt_max_steps=100_000, adapt_max_s=120.0, adapt_queue=1)
     async with serve(make_settings(checkpoints, names=("arc",), **slow)) as (_, client):
         running = (await client.post("/v1/arc/tasks", json={"task": a})).json()
+        # a must hold the one adaptation thread before b queues, or b would find the queue full of a
+        await wait_state(client, running["id"], {"running"})
         queued = (await client.post("/v1/arc/tasks", json={"task": b})).json()
         full = await client.post("/v1/arc/tasks", json={"task": c})
         assert full.status_code == 429 and int(full.headers["retry-after"]) >= 1
