@@ -93,13 +93,13 @@ class Metrics:
                                    ["model"], buckets=OCCUPANCY_BUCKETS, registry=r)
         self.step_duration = Histogram("trm_step_duration_seconds", "Wall time of one ACT step of the pool",
                                        ["model"], buckets=STEP_BUCKETS, registry=r)
-        self.model_info = Info("trm_model", "Served models", ["model"], registry=r)
-        self.ready = Gauge("trm_ready", "1 when every model is loaded and warmed up", registry=r)
         self.group_rows = Histogram("trm_group_rows", "Views (rows) a request's group ran before it finished",
                                     ["model", "task"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r)
         self.group_row_steps = Histogram("trm_group_row_steps", "ACT steps summed over every row of a group",
                                          ["model", "task"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024,
                                                                      2048, 4096), registry=r)
+        self.model_info = Info("trm_model", "Served models", ["model"], registry=r)
+        self.ready = Gauge("trm_ready", "1 when every model is loaded and warmed up", registry=r)
 
     def watch_schedulers(self, source: Callable[[], Iterable[tuple[str, SchedulerStats]]]) -> None:
         self.registry.register(_SchedulerCollector(source))
@@ -115,10 +115,10 @@ class Metrics:
             if r.status == RequestStatus.FINISHED_HALTED:
                 self.act_steps.labels(model, task).observe(r.steps)
                 self.halts.labels(model, task, r.halt_reason or "unknown").inc()
-            else:
-                reason = r.status.name.removeprefix("FINISHED_").lower()
                 self.group_rows.labels(model, task).observe(r.views_run)
                 self.group_row_steps.labels(model, task).observe(r.row_steps)
+            else:
+                reason = r.status.name.removeprefix("FINISHED_").lower()
                 self.finishes.labels(model, task, reason).inc()
 
     def observe_finish(self, model: str, task: str, r: Request) -> None:

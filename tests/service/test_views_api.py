@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -45,6 +46,20 @@ async def test_views_find_a_verified_answer_the_posted_puzzle_alone_does_not(har
     # checked against the puzzle as posted, and it is the puzzle's unique solution
     assert many["solution"] == sudoku.parse(row.answer) and many["violations"] == []
     assert many["views"] <= 8 and many["row_steps"] < 8 * 8  # it stopped early: the rest of the views left
+
+
+async def test_group_metrics_count_views_and_row_steps(hard):
+    async with serve(_settings()) as (_, client):
+        r = (await client.post("/v1/sudoku/solve", json={"puzzle": hard[0].question, "views": 3,
+                                                          "max_steps": 2, "halting": "fixed"})).json()
+        for _ in range(100):  # the worker observes a step's metrics just after it answers
+            text = (await client.get("/metrics")).text
+            if 'trm_group_rows_count{model="bundled",task="sudoku"} 1.0' in text:
+                break
+            await asyncio.sleep(0.02)
+    assert 'trm_group_rows_sum{model="bundled",task="sudoku"} 3.0' in text
+    assert f'trm_group_row_steps_sum{{model="bundled",task="sudoku"}} {float(r["row_steps"])}' in text
+    assert r["row_steps"] == 6
 
 
 async def test_views_1_is_bit_identical_to_no_views_and_batches_keep_order(hard):
