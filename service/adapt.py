@@ -18,7 +18,6 @@ Not here: the training recipe (training/adapt.py), HTTP status mapping (routes/a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from safetensors.torch import load_file, save_file
 
+from trm_core.checkpoint import file_sha256
 from trm_core.tasks import arc
 from trm_core.tasks.augment import ArcAug
 
@@ -118,14 +118,6 @@ def _result_json(res: AdaptResult) -> dict[str, Any]:
     }
 
 
-def checkpoint_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class _ModelJobs:
     """Queue, threads and installed rows of one ARC model."""
 
@@ -206,7 +198,7 @@ class _ModelJobs:
 
     def _sha(self) -> str:
         if self.sha256 is None:
-            self.sha256 = checkpoint_sha256(self.served.path)
+            self.sha256 = file_sha256(self.served.path)
         return self.sha256
 
     def save(self, fingerprint: str, rows: torch.Tensor, versions: list[ArcAug], result: dict[str, Any]) -> None:

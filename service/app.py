@@ -11,12 +11,10 @@ lifespan only stops what is left.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from trm_core.checkpoint import file_sha256
 from trm_core.tasks import TaskInputError
 
 from .deps import AuthError
@@ -163,15 +162,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return _problem(500, "internal", "Internal server error",
                         f"{type(exc).__name__} while handling the request; the server log has the traceback")
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a checkpoint: model identity for /metrics without exposing filesystem paths."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 PROBES = ("/healthz", "/readyz", "/metrics")

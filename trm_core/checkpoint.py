@@ -8,6 +8,7 @@ the weights: safetensors holds tensors and strings only, and this module never u
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,6 +27,15 @@ _RAW_KEYS = ("format", "task", "config")  # stored as plain text; every other ke
 
 class CheckpointFormatError(ValueError):
     """A file that is not a checkpoint this build can read; the message names the problem and the fix."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a checkpoint file: its identity (metrics, saved adaptation rows) without its path."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_checkpoint(model: TRM, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
