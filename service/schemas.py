@@ -9,7 +9,7 @@ pydantic's union errors cannot do. Everything else is strict: unknown fields are
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
@@ -70,6 +70,15 @@ class SolveOptions(BaseModel):
                           "as the answer passes the rule check; fixed: always run max_steps")
     return_steps: bool = Field(False, strict=True, description="also return the answer after every ACT step")
 
+    # (single, batch): the two body forms of a solve request, exactly one of which must be sent
+    _forms: ClassVar[tuple[str, str] | None] = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SolveOptions:
+        if self._forms is not None:
+            _exactly_one(self, *self._forms)
+        return self
+
 
 def _exactly_one(obj: BaseModel, single: str, batch: str) -> None:
     """Exactly one of the two fields sent, and not null: what the OpenAPI schema says (`_one_of`)."""
@@ -116,10 +125,7 @@ class SudokuSolveRequest(GridSolveOptions):
     puzzle: SudokuPuzzle | None = None
     puzzles: list[SudokuPuzzle] | None = Field(None, min_length=1)
 
-    @model_validator(mode="after")
-    def _one_form(self) -> SudokuSolveRequest:
-        _exactly_one(self, "puzzle", "puzzles")
-        return self
+    _forms = ("puzzle", "puzzles")
 
 
 class MazeSolveRequest(GridSolveOptions):
@@ -129,10 +135,7 @@ class MazeSolveRequest(GridSolveOptions):
     puzzle: MazePuzzle | None = None
     puzzles: list[MazePuzzle] | None = Field(None, min_length=1)
 
-    @model_validator(mode="after")
-    def _one_form(self) -> MazeSolveRequest:
-        _exactly_one(self, "puzzle", "puzzles")
-        return self
+    _forms = ("puzzle", "puzzles")
 
 
 class ArcSolveRequest(SolveOptions):
@@ -142,10 +145,7 @@ class ArcSolveRequest(SolveOptions):
     task: ArcTaskJson | None = None
     tasks: list[ArcTaskJson] | None = Field(None, min_length=1)
 
-    @model_validator(mode="after")
-    def _one_form(self) -> ArcSolveRequest:
-        _exactly_one(self, "task", "tasks")
-        return self
+    _forms = ("task", "tasks")
 
 
 # ---- sent by the server ------------------------------------------------------------------------
