@@ -130,13 +130,14 @@ async def test_sigterm_drain_finishes_short_rows_answers_the_rest_503_and_never_
     """The drain `trm serve` runs on SIGTERM (service/server.py), here in-process: while it runs the
     app still serves, readiness is off, and every response says Connection: close."""
     puzzles = sudoku_puzzles(6)
-    settings = make_settings(checkpoints, names=("sudoku",), max_batch=4, drain_timeout_s=4.0, prestop_s=0.3)
+    # a budget the short rows (2 waves of 4 steps) meet even on a loaded machine; the forever rows never do
+    settings = make_settings(checkpoints, names=("sudoku",), max_batch=4, drain_timeout_s=6.0, prestop_s=0.3)
     async with serve(settings) as (app, client):
         worker = app.state.registry.models["sudoku"].worker
         forever = [asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzle": p, **FOREVER}))
                    for p in puzzles[:2]]
         short = [asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzle": p, "halting": "fixed",
-                                                                            "max_steps": 10}))
+                                                                            "max_steps": 4}))
                  for p in puzzles[2:]]
         await wait_for(worker, lambda s: s.num_running == 4)
         drain = asyncio.create_task(app.state.drain())
