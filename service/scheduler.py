@@ -302,11 +302,13 @@ class Scheduler:
         settled: set[int] = set()  # ids of groups finished earlier in this loop (their status changes below)
         for slot in range(sched.num_rows):
             row = self.running[slot]
-            if row is None or id(row.request) in settled:
-                continue  # idle, or its group already has its answer: the row leaves with it
+            if row is None:
+                continue
             r = row.request
-            row.steps += 1
+            row.steps += 1  # this step was computed for the row either way: it counts in row_steps
             r.row_steps += 1
+            if id(r) in settled:
+                continue  # its group already has its answer: the row leaves with it
             q = output.q_halt[slot]
             # Tokens leave the tensor only when something reads them: a learned/fixed row without
             # return_steps needs its answer once, when it halts.

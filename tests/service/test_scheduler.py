@@ -183,6 +183,7 @@ def test_rows_after_a_verified_row_in_the_same_step_leave_with_their_group():
     s.add_request(g)
     done = step(s, preds={0: [9] * L})  # view 0 is verified; views 1 and 2 reach their budget in the same step
     assert done == [g] and (g.view, g.halt_reason) == (0, "verified")
+    assert g.row_steps == 3  # the step was computed for all three rows
     assert all(row is None for row in s.running) and not s.requests
 
 
