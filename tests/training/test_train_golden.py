@@ -1,6 +1,6 @@
 """One step of our training loop reproduces the original's first training step (golden fixtures).
 
-The lead's tests cover the model; these cover that the trainer composes it correctly: the rows it
+The model tests (tests/trm_core) cover the model; these cover that the trainer composes it correctly: the rows it
 refills, the loss divided by the global batch size, the gradients reaching every parameter and the
 puzzle-embedding rows, and the training-time halting decision.
 """
