@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -47,3 +51,21 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} (the shared data beside the checkout) is not present")
     return SHARED
+
+
+def wait_ready(proc: subprocess.Popen, base: str, *, timeout_s: float = 60.0,
+               why_exited: Callable[[], str] | None = None) -> None:
+    """Poll an external server's /readyz until it answers 200, as Kubernetes would; fail the test if the
+    process exits first (with `why_exited()` or its stderr) or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            detail = why_exited() if why_exited is not None else proc.communicate()[1]
+            pytest.fail(f"server exited with {proc.returncode}:\n{detail}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"server did not become ready in {timeout_s:.0f} s"
+        time.sleep(0.05)

@@ -14,13 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.conftest import wait_ready
 from tests.service.conftest import arc_table, make_model, small_arc_tasks
 from trm_core import save_checkpoint
 
@@ -53,18 +52,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready in 60 s"
-            time.sleep(0.1)
+        def server_log() -> str:
+            log.seek(0)
+            return log.read()
+
+        wait_ready(proc, base, why_exited=server_log)
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)

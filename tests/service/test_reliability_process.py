@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from tests.conftest import wait_ready
 from tests.service.conftest import sudoku_puzzles
 from tests.service.test_serve_process import _free_port
 
@@ -38,16 +39,7 @@ def trm_serve(checkpoint, **env_overrides: str) -> Iterator[tuple[subprocess.Pop
                             stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.05)
+        wait_ready(proc, base)
         yield proc, base
     finally:
         if proc.poll() is None:

@@ -7,11 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
+from tests.conftest import wait_ready
 from tests.service.conftest import sudoku_puzzles
 
 
@@ -31,16 +31,7 @@ def test_trm_serve_answers_over_tcp_and_stops_cleanly(checkpoints):
                             stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:  # an external process: poll its readiness probe, as Kubernetes would
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
+        wait_ready(proc, base)
         resp = httpx.post(f"{base}/v1/sudoku/solve", json={"puzzle": sudoku_puzzles(1)[0], "max_steps": 2}, timeout=10)
         assert resp.status_code == 200 and resp.json()["steps"] == 2 and resp.json()["model"] == "tiny"
         assert "trm_requests_total" in httpx.get(f"{base}/metrics", timeout=5).text
