@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from tqdm import tqdm
 
 from trm_core import TRM
+from trm_core.checkpoint import load_state_dict_strict, read_metadata
 from trm_core.halting import halt_mask
 from trm_core.loss import IGNORE_LABEL, act_loss
 
@@ -77,6 +79,8 @@ class Trainer:
 
         # 3. model (same init on every rank: seeded above, before any rank-dependent randomness)
         self.model = (model if model is not None else TRM(cfg.model)).to(self.device)
+        if run.init_from and not _has_checkpoint(self.run_dir):
+            self._init_from(run.init_from)
         self.model.train()
         torch.manual_seed(seed_for_rank(run.seed, info.rank))
         # 4. compile (CUDA only: compile on CPU costs minutes for little gain here)
@@ -161,6 +165,21 @@ class Trainer:
             cfg = TrainConfig(model=m.replace(num_puzzle_identifiers=num_ids), data=cfg.data, optim=cfg.optim,
                               run=cfg.run)
         return cfg
+
+    def _init_from(self, path: str) -> None:
+        """Start from trained weights: a longer campaign continues a bundled model instead of redoing it.
+
+        The recursion depth at training time (halt_max_steps) may differ: the weights do not depend on it.
+        """
+        meta = read_metadata(path)
+        theirs, ours = meta["config"].to_dict(), self.cfg.model.to_dict()
+        if {**theirs, "halt_max_steps": 0} != {**ours, "halt_max_steps": 0}:
+            raise ConfigError(f"run.init_from={path}: its model config {meta['config'].to_dict()} differs from "
+                              f"[model] {self.cfg.model.to_dict()} (only halt_max_steps may differ)")
+        with safe_open(path, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        load_state_dict_strict(self.model, {k: v.to(self.device) for k, v in tensors.items()}, source=path)
+        log.info("initialised the model from %s", path)
 
     def _total_steps(self) -> int:
         r = self.cfg.run

@@ -111,3 +111,29 @@ def test_resume_false_refuses_to_overwrite_a_checkpoint(tmp_path):
     cfg.run.resume = False
     with pytest.raises(ConfigError, match="already holds a checkpoint"):
         Trainer(cfg, DistInfo())
+
+
+def test_init_from_starts_a_new_run_from_exported_weights_and_resume_ignores_it(tmp_path):
+    from trm_core.checkpoint import save_checkpoint
+
+    source = Trainer(_cfg(tmp_path / "a", max_steps=3), DistInfo())
+    source.train()
+    weights = tmp_path / "a.safetensors"
+    save_checkpoint(source.model, weights)
+    # another recursion depth is allowed: the weights do not depend on it
+    cfg = _cfg(tmp_path / "b", init_from=str(weights), max_steps=2)
+    cfg = TrainConfig(model=cfg.model.replace(halt_max_steps=6), data=cfg.data, optim=cfg.optim, run=cfg.run)
+    warm = Trainer(cfg, DistInfo())
+    for name, t in source.model.state_dict().items():
+        assert torch.equal(warm.model.state_dict()[name], t), name
+    assert all(torch.equal(t, source.model.state_dict()[name]) for name, t in warm.ema.shadow.items())
+    warm.train()
+    trained = {k: v.clone() for k, v in warm.model.state_dict().items()}
+    resumed = Trainer(cfg, DistInfo())  # its own checkpoint wins over init_from
+    assert all(torch.equal(resumed.model.state_dict()[k], v) for k, v in trained.items())
+    assert any(not torch.equal(trained[k], source.model.state_dict()[k]) for k in trained)
+    wider = _cfg(tmp_path / "c", init_from=str(weights))
+    wider = TrainConfig(model=wider.model.replace(hidden_size=wider.model.hidden_size * 2), data=wider.data,
+                        optim=wider.optim, run=wider.run)
+    with pytest.raises(ConfigError, match="only halt_max_steps may differ"):
+        Trainer(wider, DistInfo())
