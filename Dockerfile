@@ -34,9 +34,9 @@ COPY trm_core ./trm_core
 COPY service ./service
 COPY trm_cli ./trm_cli
 COPY training ./training
-# training/: ARC adaptation jobs (service/adapt.py) train with it.
+# training/: ARC adaptation jobs (service/tasks/adapt.py) train with it.
 # pyproject's torch requirement is a range, so the CUDA build installed above is kept.
-RUN pip install . && python -c "import service.app, trm_core" && trm --help > /dev/null
+RUN pip install . && python -c "import service.api.app, trm_core" && trm --help > /dev/null
 
 RUN useradd --uid 10001 --create-home trm
 USER 10001

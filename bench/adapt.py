@@ -81,7 +81,7 @@ async def _load(client: httpx.AsyncClient, puzzles: list[str], clients: int, sec
 
 
 async def _phase(settings, name: str, arc_task: dict | None, args) -> dict:
-    from service.app import create_app
+    from service.api.app import create_app
 
     app = create_app(settings)
     async with app.router.lifespan_context(app):

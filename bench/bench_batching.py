@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from service.engine import Engine
-from service.scheduler import Request
-from service.worker import ModelWorker
+from service.engine.core import Engine
+from service.engine.loop import ModelWorker
+from service.engine.scheduler import Request
 from trm_core import TRM, TRMConfig, load_checkpoint, save_checkpoint
 
 
@@ -104,7 +104,7 @@ async def run_http(path: Path, workload: list, batching: str, slots: int, max_wa
     """The same workload through create_app + httpx (in-process ASGI): adds validation, codecs, JSON."""
     import httpx
 
-    from service.app import create_app
+    from service.api.app import create_app
     from service.settings import Settings
     from trm_core.tasks import sudoku
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 from trm_core.tasks.puzzle_csv import read_puzzle_csv
 

@@ -126,7 +126,7 @@ def count_kernels(cfg: TRMConfig) -> dict[str, Any]:
     """Kernels one eager ACT step launches on a GPU, counted on a tiny bfloat16 model of the same
     structure (the op sequence depends on layers, cycles and variant, not on sizes).
 
-    bfloat16 with bfloat16 parameters is the CUDA serving setup (service/stepper.py): the casts the
+    bfloat16 with bfloat16 parameters is the CUDA serving setup (service/engine/stepper.py): the casts the
     step does (norms in float32 and back) are counted, the parameter casts it no longer does are not.
     """
     tiny = cfg.replace(hidden_size=32, num_heads=2, seq_len=8, puzzle_emb_ndim=min(cfg.puzzle_emb_ndim, 32),
@@ -212,7 +212,7 @@ def time_pair(f: Callable[[], Any], g: Callable[[], Any], min_time_s: float, min
 def bench_chunked(model: TRM, batches: list[int], chunk_rows: int, min_time_s: float) -> dict[str, Any]:
     """One step over the whole batch vs in chunks of `chunk_rows` rows (the service's CPU stepper),
     alternated, in wall time and in this thread's CPU time (which other jobs on the box do not inflate)."""
-    from service.stepper import ChunkedStep
+    from service.engine.stepper import ChunkedStep
 
     chunked = ChunkedStep(model, chunk_rows)
     out: dict[str, Any] = {"chunk_rows": chunk_rows, "points": []}

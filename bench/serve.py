@@ -193,7 +193,7 @@ def run_original(model: TRM, puzzles: list[Puzzle], slots: int, clients: int, ch
     ones (oldest first) and answers them all when its last step is done, and those clients post
     their next puzzle at that moment. Latency = answer time - post time (queue wait + batch).
     """
-    from service.stepper import ChunkedStep
+    from service.engine.stepper import ChunkedStep
 
     steps = model.config.halt_max_steps
     step = ChunkedStep(model, chunk_rows) if chunk_rows else model.step
@@ -248,8 +248,8 @@ def _settings(slots: int, queue_rows: int, threads: int, **extra: Any):
 def run_engine(puzzles: list[Puzzle], slots: int, clients: int, threads: int, halting: str = "learned",
                **settings_extra: Any) -> dict[str, Any]:
     """The service's own registry (scheduler + runner + worker thread), fed in-process by the closed loop."""
+    from service.engine.scheduler import Request, RequestStatus
     from service.registry import ModelRegistry
-    from service.scheduler import Request, RequestStatus
 
     registry = ModelRegistry(_settings(slots, max(clients, slots), threads, **settings_extra))
     registry.load()

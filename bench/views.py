@@ -1,6 +1,6 @@
 """What `views` costs and buys: solve rate, compute and time per puzzle against the number of views.
 
-Runs the serving engine without HTTP (service/offline.py, the `trm solve` path) with the bundled
+Runs the serving engine without HTTP (service/tasks/offline.py, the `trm solve` path) with the bundled
 Sudoku model on the first N unseen forum-hardest puzzles, for K views in --views, under verified
 and learned halting. Prints one JSON object:
   {"config": {...}, "runs": [{"views", "halting", "solved", "solve_rate", "correct", "valid_answers",
@@ -31,8 +31,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.grid_tasks import SUDOKU  # noqa: E402
-from service.offline import load_served, solve_grids  # noqa: E402
+from service.tasks.grid import SUDOKU  # noqa: E402
+from service.tasks.offline import load_served, solve_grids  # noqa: E402
 from trm_core.tasks import sudoku  # noqa: E402
 from trm_core.tasks.puzzle_csv import read_puzzle_csv  # noqa: E402
 
@@ -78,9 +78,9 @@ def run(model: Path, data: Path, limit: int, views_list: list[int], haltings: li
 def fairness(model: Path, data: Path, slots: int, max_view_rows: int, max_steps: int) -> dict:
     import threading
 
-    from service.grid_tasks import build_row
-    from service.scheduler import Request
-    from service.worker import ModelWorker
+    from service.engine.loop import ModelWorker
+    from service.engine.scheduler import Request
+    from service.tasks.grid import build_row
 
     rows = read_puzzle_csv(data, limit=21)
     puzzles = [sudoku.parse(r.question) for r in rows]

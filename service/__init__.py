@@ -1,6 +1,8 @@
 """trm-serve's HTTP service: continuous batching of TRM requests at ACT-step granularity.
 
-Entry points: `service.app.create_app(settings)` (the FastAPI app), `service.cli.main` (`trm serve`,
-`python -m service`). The scheduler (`service.scheduler.Scheduler`) is usable without HTTP, e.g.
-by bench/bench_batching.py. Importing this package does no work (no settings, models or metrics).
+Rooms, lowest first: `engine/` (scheduler, runner, loop thread; no HTTP, no codecs' JSON), `registry`
+(loaded models and their engines), `tasks/` (grids in, results out), `api/` (FastAPI app, schemas,
+routes, problem+json). `settings`, `metrics` and `stats` are shared by all; `cli` and `solve_cli` sit
+on top. Entry points: `service.app.create_app(settings)` (the FastAPI app), `service.cli.main`
+(`trm serve`, `python -m service`). Importing this package does no work (no settings, models or metrics).
 """

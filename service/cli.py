@@ -14,7 +14,7 @@ import sys
 
 from pydantic import ValidationError
 
-from .settings import Settings, warn_unknown_env
+from service.settings import Settings, warn_unknown_env
 
 logger = logging.getLogger("service")
 
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     warn_unknown_env()
 
     # Imported here so that `trm serve --help` stays fast and torch loads only when serving.
-    from .app import create_app
-    from .registry import ModelRegistry, RegistryError
-    from .server import serve
+    from service.api.app import create_app
+    from service.api.server import serve
+    from service.registry import ModelRegistry, RegistryError
 
     logger.info("settings: %s", settings.model_dump(exclude={"api_key"}) | {"api_key": settings.api_key is not None})
     registry = ModelRegistry(settings)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trm serve: {e}", file=sys.stderr)
         return 1
     app = create_app(settings, registry=registry)
-    if not serve(app):  # SIGTERM: drain (service/lifecycle.py), then stop
+    if not serve(app):  # SIGTERM: drain (service/api/lifecycle.py), then stop
         return 1
     # Every request is answered and the workers are stopped. Interpreter teardown with torch loaded
     # took over 2 s on a busy machine, past the drain budget a supervisor allows: skip it.

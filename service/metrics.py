@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from .scheduler import Request, RequestStatus, SchedulerStats, StepReport
-from .stats import RecentRequests
+from service.engine.scheduler import Request, RequestStatus, SchedulerStats, StepReport
+from service.stats import RecentRequests
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST", "step_buckets"]
 

@@ -20,14 +20,13 @@ from typing import Any
 
 import torch
 
+from service.engine.core import Engine
+from service.engine.loop import ModelWorker
+from service.engine.scheduler import Scheduler, SchedulerStats, StepReport
+from service.settings import Settings
 from trm_core import TRM, CheckpointFormatError, TRMConfig, load_checkpoint
 from trm_core.tasks import TASK_NAMES, check_model_shape, grid_shape
 from trm_core.tasks.augment import ArcAug, parse_version_name
-
-from .engine import Engine
-from .scheduler import Scheduler, SchedulerStats, StepReport
-from .settings import Settings
-from .worker import ModelWorker
 
 logger = logging.getLogger(__name__)
 

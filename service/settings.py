@@ -64,13 +64,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(1024, ge=1)  # waiting rows per model before 429
     max_wait_s: float = Field(0.002, ge=0.0, le=10.0)  # hold a partial first batch this long
     cpu_chunk_rows: int = Field(8, ge=0, le=4096)  # CPU: step the pool in chunks of this many rows (0 = whole)
-    cuda_graphs: bool = True  # CUDA: one CUDA graph per row-count bucket (service/stepper.py)
+    cuda_graphs: bool = True  # CUDA: one CUDA graph per row-count bucket (service/engine/stepper.py)
     batching: Batching = "continuous"  # "request": run a batch to the end, no admission mid-flight
     default_halting: Halting = "learned"
     default_max_steps: int | None = Field(None, ge=1)  # None: the model's halt_max_steps
     max_steps_limit: int = Field(64, ge=1, le=100_000)  # largest step budget a request may ask for
     arc_max_versions: int = Field(32, ge=1)  # augmented versions run per ARC test input
-    # ARC test-time adaptation jobs (POST /v1/arc/tasks, service/adapt.py)
+    # ARC test-time adaptation jobs (POST /v1/arc/tasks, service/tasks/adapt.py)
     adapt_concurrency: int = Field(1, ge=1, le=64)  # adaptations running at once per ARC model
     adapt_queue: int = Field(8, ge=0)  # jobs waiting per ARC model before 429
     adapt_max_steps: int = Field(200, ge=1)  # largest (and default) training-step budget of a job

@@ -21,12 +21,11 @@ from typing import Any, TextIO
 import torch
 from tqdm import tqdm
 
+from service.settings import bundled_models
+from service.tasks.grid import MAZE, SUDOKU, GridTask
+from service.tasks.offline import load_served, solve_grids
 from trm_core.tasks import TaskInputError
 from trm_core.tasks.puzzle_csv import iter_puzzle_csv
-
-from .grid_tasks import MAZE, SUDOKU, GridTask
-from .offline import load_served, solve_grids
-from .settings import bundled_models
 
 TASKS = {"sudoku": SUDOKU, "maze": MAZE}
 

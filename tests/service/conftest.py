@@ -18,7 +18,7 @@ import httpx
 import pytest
 import torch
 
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 from tests.conftest import DATA, tiny_model
 from trm_core import TRM, save_checkpoint

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.app import create_app
+from service.api.app import create_app
 from tests.service.conftest import MAZE, make_settings, serve, small_arc_tasks, sudoku_puzzles
 from trm_core.tasks import maze, sudoku
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from service.engine import Engine
-from service.scheduler import Request, RequestStatus
-from service.worker import ModelWorker, WorkerClosedError
+from service.engine.core import Engine
+from service.engine.loop import ModelWorker, WorkerClosedError
+from service.engine.scheduler import Request, RequestStatus
 from tests.service.conftest import make_model, sudoku_puzzles
 from trm_core.tasks import sudoku
 from trm_core.tasks.views import sudoku_views

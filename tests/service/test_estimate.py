@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from service.estimate import Load, finish_s, retry_after_s, should_shed
-from service.scheduler import SchedulerStats
+from service.engine.estimate import Load, finish_s, retry_after_s, should_shed
+from service.engine.scheduler import SchedulerStats
 
 
 def stats(**overrides) -> SchedulerStats:
@@ -54,7 +54,7 @@ def test_shed_when_the_queue_ahead_makes_the_deadline_unmeetable():
 def test_the_step_window_follows_the_recent_step_time_not_the_all_time_mean():
     """10,000 fast steps of 1 row, then the pool fills and steps slow down: the window reports the
     new steps (0.5 s over 64 rows), where the all-time mean would say 5 ms for 64 rows."""
-    from service.estimate import StepWindow
+    from service.engine.estimate import StepWindow
 
     window = StepWindow()
     early = stats(num_steps=10_000, busy_s=10_000 * 0.001, occupancy_sum=10_000 / 64, num_running=1)

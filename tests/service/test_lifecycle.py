@@ -12,7 +12,7 @@ import re
 import httpx
 import pytest
 
-from service.app import create_app
+from service.api.app import create_app
 from tests.service.conftest import make_settings, serve, sudoku_puzzles, wait_for
 
 pytestmark = pytest.mark.anyio

@@ -68,7 +68,7 @@ async def test_an_oversized_batch_is_refused_by_row_count_before_any_puzzle_is_p
 async def test_large_batches_are_validated_off_the_event_loop(checkpoints, monkeypatch):
     import threading
 
-    from service import grid_tasks
+    from service.tasks import grid as grid_tasks
 
     threads: list[str] = []
     real_parse_all = grid_tasks.parse_all
@@ -127,7 +127,7 @@ async def test_over_the_connection_limit_is_503_with_retry_after_but_probes_pass
 
 
 async def test_sigterm_drain_finishes_short_rows_answers_the_rest_503_and_never_500(checkpoints):
-    """The drain `trm serve` runs on SIGTERM (service/server.py), here in-process: while it runs the
+    """The drain `trm serve` runs on SIGTERM (service/api/server.py), here in-process: while it runs the
     app still serves, readiness is off, and every response says Connection: close."""
     puzzles = sudoku_puzzles(6)
     # a budget the short rows (2 waves of 4 steps) meet even on a loaded machine; the forever rows never do

@@ -13,7 +13,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from service.scheduler import ModelOutput, QueueFullError, Request, RequestStatus, Scheduler, SchedulerOutput
+from service.engine.scheduler import ModelOutput, QueueFullError, Request, RequestStatus, Scheduler, SchedulerOutput
 
 L = 4  # sequence length of these tests' rows
 

@@ -43,7 +43,7 @@ def test_bad_settings_are_refused_with_the_fix(monkeypatch, env, message):
 
 def test_halting_modes_come_from_trm_core(monkeypatch):
     """TRM_DEFAULT_HALTING and the `halting` option accept exactly trm_core.halting's modes, in its order."""
-    from service.schemas import SolveOptions
+    from service.api.schemas import SolveOptions
     from trm_core.halting import HALTING_MODES
 
     assert SolveOptions.model_json_schema()["properties"]["halting"]["anyOf"][0]["enum"] == list(HALTING_MODES)

@@ -1,11 +1,11 @@
-"""service/stepper.py: chunked and bucket-padded steps give every real row exactly its own result."""
+"""service/engine/stepper.py: chunked and bucket-padded steps give every real row exactly its own result."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from service.stepper import (
+from service.engine.stepper import (
     BucketedStep,
     ChunkedStep,
     EagerStep,
@@ -118,7 +118,7 @@ def test_make_stepper_by_device_and_setting():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_replay_equals_eager_bf16():
-    from service.stepper import prepare_model
+    from service.engine.stepper import prepare_model
 
     model = prepare_model(tiny_model(seed=3).cuda())
     carry = _carry(model, 5)
@@ -133,8 +133,8 @@ def test_cuda_graph_replay_equals_eager_bf16():
 
 def test_runner_with_chunks_answers_as_without():
     """Through the engine (admissions mid-flight, a moving prefix): chunked stepping changes no answer."""
-    from service.engine import Engine
-    from service.scheduler import Request
+    from service.engine.core import Engine
+    from service.engine.scheduler import Request
 
     model = _model()
     g = torch.Generator().manual_seed(5)

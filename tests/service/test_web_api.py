@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from service.routes.page import STATIC_DIR
+from service.api.routes.page import STATIC_DIR
 from service.stats import RecentRequests
 from tests.conftest import DATA
 from tests.service.conftest import make_settings, serve, small_arc_tasks, sudoku_puzzles

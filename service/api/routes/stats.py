@@ -6,9 +6,9 @@ import time
 
 from fastapi import APIRouter
 
-from ..deps import ApiKeyDep, MetricsDep, RegistryDep
-from ..schemas import PROBLEM_RESPONSES
-from ..stats import ModelStats, StatsResponse
+from service.api.deps import ApiKeyDep, MetricsDep, RegistryDep
+from service.api.schemas import PROBLEM_RESPONSES
+from service.stats import ModelStats, StatsResponse
 
 router = APIRouter(tags=["system"])
 

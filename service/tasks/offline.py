@@ -1,7 +1,7 @@
 """The serving engine without a server: solve many grids in one process (`trm solve`, benchmarks).
 
-Exactly the path an HTTP request takes after validation (service/grid_tasks.py builds the rows and
-the answers; service/engine.py steps them), minus asyncio and HTTP: puzzles are fed to one engine
+Exactly the path an HTTP request takes after validation (service/tasks/grid.py builds the rows and
+the answers; service/engine/core.py steps them), minus asyncio and HTTP: puzzles are fed to one engine
 with a bounded number of rows queued, the engine is stepped on this thread, and results come out
 in input order as soon as every earlier one is done.
 """
@@ -15,13 +15,12 @@ from typing import Any
 
 import torch
 
+from service.engine.core import Engine
+from service.engine.scheduler import Request, RequestStatus
+from service.registry import ServedModel
+from service.settings import Settings
+from service.tasks.grid import GridTask, build_result, build_row
 from trm_core import load_checkpoint
-
-from .engine import Engine
-from .grid_tasks import GridTask, build_result, build_row
-from .registry import ServedModel
-from .scheduler import Request, RequestStatus
-from .settings import Settings
 
 __all__ = ["load_served", "solve_grids"]
 

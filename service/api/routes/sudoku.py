@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ..deps import ApiKeyDep, ArrivalDep, MetricsDep, ReadyDep, RegistryDep, SettingsDep
-from ..grid_tasks import SUDOKU, solve_grid
-from ..schemas import PROBLEM_RESPONSES, SudokuBatchResponse, SudokuSolveRequest, SudokuSolveResult
+from service.api.deps import ApiKeyDep, ArrivalDep, MetricsDep, ReadyDep, RegistryDep, SettingsDep
+from service.api.schemas import PROBLEM_RESPONSES, SudokuBatchResponse, SudokuSolveRequest, SudokuSolveResult
+from service.tasks.grid import SUDOKU, solve_grid
 
 router = APIRouter(prefix="/v1/sudoku", tags=["sudoku"], dependencies=[ApiKeyDep, ReadyDep])
 

@@ -25,9 +25,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.metrics import Metrics
 from trm_core.tasks import TASK_NAMES
-
-from .metrics import Metrics
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -124,7 +123,7 @@ class BodyLimitMiddleware:
 class ServerGuard:
     """What the HTTP server knows and the app needs: open connections, drain state, requests in flight.
 
-    `open_connections` is set by the server integration (service/server.py); in-process (tests,
+    `open_connections` is set by the server integration (service/api/server.py); in-process (tests,
     other ASGI servers) it stays None and no connection limit applies.
     """
 

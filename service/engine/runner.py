@@ -6,7 +6,7 @@ data on the host: q_halt per row and the argmax tokens). Device work lives here 
 pinned staging buffers on CUDA, and the step itself. The Scheduler never sees a tensor on a device.
 
 Only the occupied prefix of the pool is stepped (rows beyond it are idle), so at low load a step
-costs what its live rows cost. How that prefix is stepped is the device's stepper (service/stepper.py):
+costs what its live rows cost. How that prefix is stepped is the device's stepper (service/engine/stepper.py):
 in chunks of a few rows on CPU, CUDA graphs per row-count bucket on CUDA.
 """
 
@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from service.engine.scheduler import ModelOutput, SchedulerOutput
+from service.engine.stepper import make_stepper, prepare_model
 from trm_core import TRM, Carry
-
-from .scheduler import ModelOutput, SchedulerOutput
-from .stepper import make_stepper, prepare_model
 
 __all__ = ["ModelRunner"]
 

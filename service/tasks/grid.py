@@ -1,7 +1,7 @@
 """Sudoku and Maze requests: validate every puzzle, run one row each, build the answers.
 
 Both tasks have the same shape (one grid in, one grid out, a rule check that decides correctness),
-so one `GridTask` serves both; ARC, which votes over augmented versions, is in service/arc.py.
+so one `GridTask` serves both; ARC, which votes over augmented versions, is in service/tasks/arc.py.
 Validation is all-or-nothing: every puzzle of a batch is parsed before any row is queued, and all
 problems are reported at once with their JSON location (`["body", "puzzles", 3, 4, 7]`).
 """
@@ -16,17 +16,16 @@ from typing import Any
 import torch
 from starlette.requests import Request as HttpRequest
 
+from service.api.schemas import SolveOptions
+from service.engine.scheduler import Request, RequestStatus
+from service.metrics import Metrics
+from service.registry import ModelRegistry, ServedModel
+from service.settings import Settings
+from service.tasks.admission import check_batch_rows, validate
+from service.tasks.submit import DeadlineExceeded, RowSpec, resolve_options, run_rows
 from trm_core.tasks import TaskInputError, maze, sudoku
 from trm_core.tasks.arc_vote import sigmoid
 from trm_core.tasks.views import views_for
-
-from .admission import check_batch_rows, validate
-from .metrics import Metrics
-from .registry import ModelRegistry, ServedModel
-from .scheduler import Request, RequestStatus
-from .schemas import SolveOptions
-from .settings import Settings
-from .solve import DeadlineExceeded, RowSpec, resolve_options, run_rows
 
 
 @dataclass(frozen=True)

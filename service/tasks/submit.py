@@ -6,8 +6,8 @@ resolves through `loop.call_soon_threadsafe`. Three things can end the wait earl
 frees the rows' slots before the next ACT step: the deadline (504), the client going away, or the
 handler being cancelled (server shutdown, or the client's task on the in-process transport).
 
-Not here: codecs and response building (service/tasks.py, service/arc.py), HTTP status mapping
-(service/app.py).
+Not here: codecs and response building (service/tasks.py, service/tasks/arc.py), HTTP status mapping
+(service/api/app.py).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import torch
 from starlette.requests import Request as HttpRequest
 
-from .estimate import check_deadline, queue_retry_after_s
-from .registry import ServedModel
-from .scheduler import QueueFullError, Request, RequestStatus
-from .schemas import SolveOptions
-from .settings import Settings
+from service.api.schemas import SolveOptions
+from service.engine.estimate import check_deadline, queue_retry_after_s
+from service.engine.scheduler import QueueFullError, Request, RequestStatus
+from service.registry import ServedModel
+from service.settings import Settings
 
 
 class InvalidOptionsError(ValueError):
@@ -38,7 +38,7 @@ class InvalidOptionsError(ValueError):
 
 class DeadlineExceeded(TimeoutError):
     """The request did not finish within TRM_REQUEST_TIMEOUT_S (HTTP 504). `requests` are its scheduler
-    requests, in order: those FINISHED_HALTED have answers a batch still returns (service/grid_tasks.py)."""
+    requests, in order: those FINISHED_HALTED have answers a batch still returns (service/tasks/grid.py)."""
 
     def __init__(self, msg: str, requests: Sequence[Request] = ()) -> None:
         super().__init__(msg)

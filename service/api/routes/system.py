@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from ..deps import ApiKeyDep, MetricsDep, RegistryDep
-from ..metrics import CONTENT_TYPE_LATEST
-from ..schemas import PROBLEM_RESPONSES, Health, ModelInfo, ModelsResponse
-from ..solve import ServiceUnavailable
+from service.api.deps import ApiKeyDep, MetricsDep, RegistryDep
+from service.api.schemas import PROBLEM_RESPONSES, Health, ModelInfo, ModelsResponse
+from service.metrics import CONTENT_TYPE_LATEST
+from service.tasks.submit import ServiceUnavailable
 
 router = APIRouter(tags=["system"])
 

@@ -1,4 +1,4 @@
-"""Graceful shutdown on SIGTERM, run by the app before the HTTP server stops (service/server.py).
+"""Graceful shutdown on SIGTERM, run by the app before the HTTP server stops (service/api/server.py).
 
 The order matters. uvicorn's own graceful shutdown closes the port first and cancels handlers
 still running after its timeout (they answered 500 with a traceback); the app's lifespan drain ran
@@ -23,10 +23,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .estimate import Load, window_of
-from .middleware import ServerGuard
-from .registry import ModelRegistry
-from .settings import Settings
+from service.api.middleware import ServerGuard
+from service.engine.estimate import Load, window_of
+from service.registry import ModelRegistry
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ puzzle id; the answers are mapped back through the inverse transform and voted (
 arc_vote: votes, then mean sigmoid(q_halt)); the top two are the attempts, as in the original
 evaluator. A task the model was not trained on is refused with a 422 that says so.
 
-Not here: test-time adaptation for unseen tasks (service/adapt.py, POST /v1/arc/tasks); a task
+Not here: test-time adaptation for unseen tasks (service/tasks/adapt.py, POST /v1/arc/tasks); a task
 it adapted to joins `arc_tasks` and is answered here like a trained one.
 """
 
@@ -22,16 +22,15 @@ from typing import Any
 
 from starlette.requests import Request as HttpRequest
 
+from service.api.schemas import SolveOptions
+from service.engine.scheduler import Request
+from service.metrics import Metrics
+from service.registry import ArcVersion, ModelRegistry, ServedModel
+from service.settings import Settings
+from service.tasks.admission import check_batch_rows, validate
+from service.tasks.submit import RowSpec, resolve_options, run_rows
 from trm_core.tasks import TaskInputError, arc
 from trm_core.tasks.arc_vote import ArcVoter, sigmoid
-
-from .admission import check_batch_rows, validate
-from .metrics import Metrics
-from .registry import ArcVersion, ModelRegistry, ServedModel
-from .scheduler import Request
-from .schemas import SolveOptions
-from .settings import Settings
-from .solve import RowSpec, resolve_options, run_rows
 
 
 def _match_tasks(served: ServedModel, items: list[Any],

@@ -32,8 +32,8 @@ import weakref
 from collections import deque
 from dataclasses import dataclass
 
-from .registry import ServedModel
-from .scheduler import SchedulerStats
+from service.engine.scheduler import SchedulerStats
+from service.registry import ServedModel
 
 RETRY_AFTER_MAX_S = 60
 HEADROOM = 1.25  # shed when the estimate exceeds the budget / HEADROOM: step times jitter on a shared host

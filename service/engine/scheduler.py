@@ -4,13 +4,13 @@ LLM servers (Orca, vLLM) schedule at the granularity of one decoding iteration s
 sequences leave and new ones join between two forward passes. A TRM has the same shape one level
 up: every row of a batch halts at its own ACT step. This module keeps a fixed pool of slots (the
 rows of one carry), and between two steps lets halted rows leave and waiting rows take the free
-slots. A request is a group of rows (one per view of its puzzle, service/request.py) that share one
+slots. A request is a group of rows (one per view of its puzzle, service/engine/request.py) that share one
 result.
 
 The Scheduler is bookkeeping over plain data only (vLLM v1's split): it never touches a model or a
 device. `schedule()` returns what the model runner must do (rows to reset, the prefix to step);
 `update_from_output()` takes the runner's plain output (q_halt per row, argmax tokens) and returns
-the requests that finished. Neither fires callbacks: the engine (service/engine.py) does, after
+the requests that finished. Neither fires callbacks: the engine (service/engine/core.py) does, after
 them. `add_request(s)` and `cancel` may be called from any thread; `schedule`/`update_from_output`
 from one thread only (the worker's).
 
@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from service.engine.request import HALTING_MODES, Request, RequestStatus, RowResult
 from trm_core.halting import halt_reason
 from trm_core.tasks.arc_vote import sigmoid
-
-from .request import HALTING_MODES, Request, RequestStatus, RowResult
 
 __all__ = ["Scheduler", "SchedulerOutput", "AdmittedRow", "ModelOutput", "StepReport", "SchedulerStats",
            "QueueFullError", "Request", "RequestStatus", "RowResult", "HALTING_MODES"]

@@ -12,10 +12,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .metrics import Metrics
-from .registry import ModelRegistry
-from .settings import Settings
-from .solve import ServiceUnavailable
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.settings import Settings
+from service.tasks.submit import ServiceUnavailable
 
 
 class AuthError(PermissionError):

@@ -1,7 +1,7 @@
 """One model's engine: a Scheduler (bookkeeping) and a ModelRunner (device work), composed.
 
 `Engine.step()` is schedule -> execute -> update, then the finished requests' callbacks, outside
-both (vLLM's EngineCore.step). The worker thread (service/worker.py) drives it; `trm solve` and
+both (vLLM's EngineCore.step). The worker thread (service/engine/loop.py) drives it; `trm solve` and
 the benchmarks drive it directly, with no server.
 """
 
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
+from service.engine.runner import ModelRunner
+from service.engine.scheduler import Request, RequestStatus, Scheduler, SchedulerStats, StepReport
 from trm_core import TRM
-
-from .runner import ModelRunner
-from .scheduler import Request, RequestStatus, Scheduler, SchedulerStats, StepReport
 
 __all__ = ["Engine"]
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ..deps import ApiKeyDep, ArrivalDep, MetricsDep, ReadyDep, RegistryDep, SettingsDep
-from ..grid_tasks import MAZE, solve_grid
-from ..schemas import PROBLEM_RESPONSES, MazeBatchResponse, MazeSolveRequest, MazeSolveResult
+from service.api.deps import ApiKeyDep, ArrivalDep, MetricsDep, ReadyDep, RegistryDep, SettingsDep
+from service.api.schemas import PROBLEM_RESPONSES, MazeBatchResponse, MazeSolveRequest, MazeSolveResult
+from service.tasks.grid import MAZE, solve_grid
 
 router = APIRouter(prefix="/v1/maze", tags=["maze"], dependencies=[ApiKeyDep, ReadyDep])
 

@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
-from .registry import ServedModel
-from .solve import InvalidOptionsError
+from service.registry import ServedModel
+from service.tasks.submit import InvalidOptionsError
 
 T = TypeVar("T")
 

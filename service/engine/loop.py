@@ -7,7 +7,7 @@ every step. A step that raises (e.g. CUDA out of memory) aborts the requests it 
 slot pool, and the worker carries on: the service stays up.
 
 Not here: asyncio. Results leave through `Request.on_finish`; the HTTP side bridges them into its
-event loop with `loop.call_soon_threadsafe` (service/solve.py).
+event loop with `loop.call_soon_threadsafe` (service/tasks/submit.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .engine import Engine
-from .scheduler import Request, RequestStatus, SchedulerStats, StepReport
+from service.engine.core import Engine
+from service.engine.scheduler import Request, RequestStatus, SchedulerStats, StepReport
 
 logger = logging.getLogger(__name__)
 

@@ -10,13 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api.deps import ApiKeyDep, ArrivalDep, MetricsDep, ReadyDep, RegistryDep, SettingsDep
+from service.api.middleware import PROBLEM_JSON, problem_body
+from service.api.schemas import PROBLEM_RESPONSES, ArcBatchResponse, ArcSolveRequest, ArcSolveResult, ArcTaskJson
+from service.tasks.adapt import AdaptJobs, AdaptQueueFull, JobNotFound
+from service.tasks.arc import solve_arc
 from trm_core.tasks import arc as arc_codec
-
-from ..adapt import AdaptJobs, AdaptQueueFull, JobNotFound
-from ..arc import solve_arc
-from ..deps import ApiKeyDep, ArrivalDep, MetricsDep, ReadyDep, RegistryDep, SettingsDep
-from ..middleware import PROBLEM_JSON, problem_body
-from ..schemas import PROBLEM_RESPONSES, ArcBatchResponse, ArcSolveRequest, ArcSolveResult, ArcTaskJson
 
 router = APIRouter(prefix="/v1/arc", tags=["arc"], dependencies=[ApiKeyDep, ReadyDep])
 

@@ -35,13 +35,12 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from safetensors.torch import load_file, save_file
 
+from service.metrics import Metrics
+from service.registry import ArcVersion, ModelRegistry, ServedModel
+from service.settings import Settings
 from trm_core.checkpoint import file_sha256
 from trm_core.tasks import arc
 from trm_core.tasks.augment import ArcAug
-
-from .metrics import Metrics
-from .registry import ArcVersion, ModelRegistry, ServedModel
-from .settings import Settings
 
 if TYPE_CHECKING:  # training/ is imported when the first job runs: the service starts without it
     from training.adapt import AdaptConfig, AdaptProgress, AdaptResult

@@ -8,7 +8,7 @@ Two additions to a stock `uvicorn.run`:
   response), else it is closed; the body has its own limit of the same length in
   BodyLimitMiddleware (408). Together with TRM_MAX_CONNECTIONS (ServerGuardMiddleware) a slow
   client holds one bounded connection for a bounded time.
-- SIGTERM drains the app first (`app.state.drain`, service/lifecycle.py) while the port stays
+- SIGTERM drains the app first (`app.state.drain`, service/api/lifecycle.py) while the port stays
   open, then lets uvicorn stop. A second SIGTERM or SIGINT falls back to uvicorn's immediate exit.
 
 uvicorn's `limit_concurrency` is not used: its 503 is text/plain without Retry-After.
@@ -109,11 +109,11 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(app: Any) -> bool:
-    """Run `app` (from service.app.create_app) until SIGTERM/SIGINT, then drain and stop.
+    """Run `app` (from service.api.app.create_app) until SIGTERM/SIGINT, then drain and stop.
 
     Returns False when the server never started (e.g. the port is taken; uvicorn logged why).
     """
-    from .lifecycle import DrainPlan
+    from service.api.lifecycle import DrainPlan
 
     settings = app.state.settings
     plan = DrainPlan.from_settings(settings)
