@@ -69,6 +69,9 @@ class SolveOptions(BaseModel):
         None, description="learned: the model's halting head decides; verified (Sudoku, Maze): stop as soon "
                           "as the answer passes the rule check; fixed: always run max_steps")
     return_steps: bool = Field(False, strict=True, description="also return the answer after every ACT step")
+    priority: int = Field(0, ge=-100, le=100, strict=True,
+                          description="lower is served first (-100..100, default 0); a waiting request gains "
+                                      "one level per second, so none waits forever (docs/scheduling.md)")
 
     # (single, batch): the two body forms of a solve request, exactly one of which must be sent
     _forms: ClassVar[tuple[str, str] | None] = None

@@ -30,7 +30,7 @@ import math
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from service.engine.scheduler import SchedulerStats
 from service.registry import ServedModel
@@ -152,9 +152,13 @@ class DeadlineUnmeetable(RuntimeError):
         self.retry_after_s = shed.retry_after_s
 
 
-def check_deadline(served: ServedModel, num_rows: int, max_steps: int, halting: str, deadline: float) -> None:  # noqa: ARG001
-    """Raise DeadlineUnmeetable when `served`'s queue makes the request miss `deadline` (monotonic time)."""
-    load = Load.of(served.scheduler.stats(), window_of(served.scheduler))
+def check_deadline(served: ServedModel, num_rows: int, max_steps: int, deadline: float, priority: int = 0) -> None:
+    """Raise DeadlineUnmeetable when `served`'s queue makes the request miss `deadline` (monotonic time).
+
+    Only the queued rows the scheduler would serve before this request count (`rows_ahead`): a
+    high-priority request is not refused for a queue of lower-priority rows it will overtake."""
+    load = replace(Load.of(served.scheduler.stats(), window_of(served.scheduler)),
+                   num_waiting=served.scheduler.rows_ahead(priority))
     # A new row is priced at its full budget, whatever its halting mode: the measured mean steps per
     # row include rows evicted after a step or two, and a row that halts early only finishes sooner.
     shed = should_shed(load, num_rows, float(max_steps), deadline - time.monotonic(),

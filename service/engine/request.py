@@ -69,6 +69,7 @@ class Request:
     accept: Callable[[list[int]], bool] | None = None  # does an answer (puzzle's frame) pass the rules?
     map_back: Callable[[int, list[int]], list[int]] | None = None  # (view, answer tokens) -> puzzle's frame
     max_running_rows: int | None = None  # rows of this group stepping at once (None: as many as fit)
+    priority: int = 0  # lower is served first (vLLM's convention); the scheduler ages it (scheduler.py)
     return_steps: bool = False  # keep the predicted tokens (and q_halt) after every step
     deadline: float = math.inf  # time.monotonic() after which the request is finished as TIMEOUT
     on_finish: Callable[[Request], None] | None = None  # called once, on the thread that finished it

@@ -19,15 +19,26 @@ host after one transfer per step. Fairness under groups: free slots are dealt on
 per round, oldest request first, so a K=256 group never starves single-row requests behind it,
 and each group runs at most `max_running_rows` rows at once (its views run in waves, which is also
 what makes early exit pay). The queue's capacity is counted in rows not yet admitted.
+
+Priority (`Request.priority`, lower first, vLLM's convention) orders that dealing, with aging: a
+request's effective priority improves by one level per `priority_aging_s` seconds of waiting. Since
+every request ages at the same rate, comparing effective priorities at any instant is comparing
+`priority x priority_aging_s + arrival_time`, a key that never changes: the queue stays a sorted
+list, FIFO within a level falls out of the arrival time, and no request waits forever: one that
+arrived at t is served before any request arriving after t + (its priority - the best priority)
+x priority_aging_s. Aging was chosen over a share of slots per level because it needs no table of
+levels and shares, keeps the pool fully used whichever levels are present, and gives each request a
+bound on its wait that an operator can compute.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -41,6 +52,8 @@ __all__ = ["Scheduler", "SchedulerOutput", "AdmittedRow", "ModelOutput", "StepRe
            "QueueFullError", "Request", "RequestStatus", "RowResult", "HALTING_MODES"]
 
 logger = logging.getLogger(__name__)
+
+PRIORITY_AGING_S = 1.0  # seconds of waiting worth one priority level
 
 
 class QueueFullError(RuntimeError):
@@ -134,17 +147,21 @@ class Scheduler:
         seq_len: the model's sequence length; requests of another length are refused.
         stall_steps: > 0 halts a `verified` row whose answer has not changed for this many steps
             (halt_reason "stalled"): it would otherwise spend its whole budget on an answer it keeps.
+        priority_aging_s: seconds of waiting that improve a request's priority by one level (module doc).
     """
 
     def __init__(self, num_slots: int, max_queue: int, *, batching: str = "continuous", max_wait_s: float = 0.0,
-                 seq_len: int | None = None, stall_steps: int = 0) -> None:
+                 seq_len: int | None = None, stall_steps: int = 0,
+                 priority_aging_s: float = PRIORITY_AGING_S) -> None:
         if batching not in ("continuous", "request"):
             raise ValueError(f"batching={batching!r}; use 'continuous' or 'request'")
+        if priority_aging_s <= 0:
+            raise ValueError(f"priority_aging_s={priority_aging_s}; must be > 0")
         self.num_slots, self.max_queue, self.batching, self.max_wait_s = num_slots, max_queue, batching, max_wait_s
-        self.seq_len, self.stall_steps = seq_len, stall_steps
+        self.seq_len, self.stall_steps, self.priority_aging_s = seq_len, stall_steps, priority_aging_s
         self.requests: dict[str, Request] = {}  # every unfinished request by id
-        self.waiting: deque[Request] = deque()  # no row admitted yet, in arrival order
-        self.active: list[Request] = []  # some row admitted, more to run or running, in arrival order
+        self.waiting: list[Request] = []  # no row admitted yet, in service order (`order_key`)
+        self.active: list[Request] = []  # some row admitted, more to run or running, in service order
         self.running: list[_Row | None] = [None] * num_slots  # slot -> row
         self._num_waiting_rows = 0
         self._pending_cancels: list[tuple[str, RequestStatus]] = []
@@ -173,8 +190,21 @@ class Scheduler:
             for r in requests:
                 r.status = RequestStatus.WAITING
                 self.requests[r.request_id] = r
-                self.waiting.append(r)
+                bisect.insort_right(self.waiting, r, key=self.order_key)  # after equal keys: FIFO
             self._num_waiting_rows += needed
+
+    def order_key(self, r: Request) -> float:
+        """Service order: lower first. Priority aged by waiting time, as a constant key (module doc)."""
+        return r.priority * self.priority_aging_s + r.arrival_time
+
+    def rows_ahead(self, priority: int, now: float | None = None) -> int:
+        """Unadmitted rows that would be served before a request of `priority` arriving `now` (the
+        deadline estimate's queue: a request does not wait for lower-priority rows)."""
+        now = time.monotonic() if now is None else now
+        key = priority * self.priority_aging_s + now
+        with self._lock:
+            return sum(r.num_unadmitted for group in (self.active, self.waiting) for r in group
+                       if self.order_key(r) <= key)
 
     def cancel(self, request_id: str, status: RequestStatus = RequestStatus.FINISHED_CANCELLED) -> bool:
         """Finish a request early. A waiting one leaves now (its callback fires here); a running one
@@ -225,8 +255,8 @@ class Scheduler:
                 return None
             if self._num_waiting_rows >= self.num_slots or self.max_wait_s <= 0:
                 return 0.0
-            oldest = self.waiting[0]
-            return max(0.0, min(oldest.arrival_time + self.max_wait_s, oldest.deadline) - now)
+            first = min(r.arrival_time for r in self.waiting) + self.max_wait_s
+            return max(0.0, min(first, min(r.deadline for r in self.waiting)) - now)
 
     def schedule(self, now: float | None = None) -> SchedulerOutput:
         """Decide who leaves and who joins before the next step.
@@ -259,23 +289,18 @@ class Scheduler:
         return SchedulerOutput(admitted=admitted, finished=finished, num_rows=occupied[-1] + 1 if occupied else 0)
 
     def _admit_unlocked(self, free: list[int], now: float) -> list[AdmittedRow]:
-        """Deal free slots one row per request per round, oldest request first (see module doc)."""
+        """Deal free slots one row per request per round, in service order (see module doc)."""
         admitted: list[AdmittedRow] = []
         free.reverse()  # pop() from the end = lowest slot first
         while free:
-            candidates = [r for r in self.active if r.num_unadmitted and self._under_cap(r)]
-            for r in self.waiting:
-                if len(candidates) >= len(free):
-                    break
-                candidates.append(r)
+            eligible = [r for r in self.active if r.num_unadmitted and self._under_cap(r)]
+            candidates = list(heapq.merge(eligible, self.waiting[:len(free)], key=self.order_key))[:len(free)]
             if not candidates:
                 break
             for r in candidates:
-                if not free:
-                    break
                 if r.status == RequestStatus.WAITING:
                     self.waiting.remove(r)
-                    self.active.append(r)
+                    bisect.insort_right(self.active, r, key=self.order_key)
                     r.status, r.admitted_time = RequestStatus.RUNNING, now
                 slot = free.pop()
                 view = r.next_view

@@ -161,6 +161,69 @@ def test_refuses_rows_of_another_length():
         s.add_request(req(0))
 
 
+# ---- priority -----------------------------------------------------------------------------------
+def _admitted_ids(s: Scheduler, now: float) -> list[str]:
+    sched = s.schedule(now=now)
+    return [s.running[a.slot].request.request_id for a in sched.admitted]
+
+
+def test_lower_priority_value_is_served_first_and_fifo_within_a_level():
+    s = Scheduler(num_slots=3, max_queue=16)
+    s.add_requests([req(i, arrival_time=10.0 + i, priority=p) for i, p in enumerate([5, 0, 5, -5, 0, -5])])
+    assert _admitted_ids(s, now=20.0) == ["r3", "r5", "r1"]  # -5 (arrival order), then the first 0
+    s.abort_all()
+    s.add_requests([req(f"b{i}", arrival_time=10.0 + i, priority=p) for i, p in enumerate([5, 5, 0, 5, 0])])
+    assert _admitted_ids(s, now=20.0) == ["rb2", "rb4", "rb0"]
+
+
+def test_aging_lets_a_low_priority_request_overtake_newer_high_priority_ones():
+    """One level per second of waiting: a priority-5 request that has waited 10 s ranks with a
+    priority -5 request arriving now, ahead of any that arrive later. No request waits forever."""
+    s = Scheduler(num_slots=1, max_queue=16, priority_aging_s=1.0)
+    s.add_requests([req("old", 1, arrival_time=0.0, priority=5), req("new", 1, arrival_time=10.5, priority=-5),
+                    req("tie", 1, arrival_time=9.9, priority=-5)])
+    assert _admitted_ids(s, now=11.0) == ["rtie"]  # key 4.9 < old's 5.0 < new's 5.5
+    s.update_from_output(sched := s.schedule(now=11.0), output(sched, s))  # rtie halts (budget 1)
+    assert _admitted_ids(s, now=11.1) == ["rold"]
+
+
+def test_a_stream_of_high_priority_requests_cannot_starve_a_low_priority_one():
+    s = Scheduler(num_slots=1, max_queue=64, priority_aging_s=0.5)
+    s.add_request(low := req("low", 1, arrival_time=0.0, priority=10))
+    served_at = None
+    for t in range(40):  # one priority -10 arrival per second, each needing the only slot for a step
+        now = float(t)
+        s.add_request(req(f"hi{t}", 1, arrival_time=now, priority=-10))
+        if "rlow" in _admitted_ids(s, now=now):
+            served_at = now
+            break
+        s.update_from_output(sched := s.schedule(now=now), output(sched, s))
+    # its key is 10 x 0.5 = 5.0; the -10 arrivals have keys t - 5.0: it goes after those of t <= 10
+    assert served_at is not None and served_at <= 12.0 and not low.status.is_finished
+
+
+def test_groups_and_single_rows_share_slots_in_priority_order():
+    s = Scheduler(num_slots=4, max_queue=300)
+    big = req("big", 5, views=8, arrival_time=1.0, priority=0)
+    urgent = req("urgent", 5, views=2, arrival_time=2.0, priority=-3, map_back=lambda v, t: t)
+    s.add_requests([big, urgent, req("late", 5, arrival_time=3.0, priority=1)])
+    assert _admitted_ids(s, now=3.0) == ["rurgent", "rbig", "rlate", "rurgent"]  # one row per request per round
+
+
+def test_rows_ahead_counts_only_rows_served_before_the_new_request():
+    s = Scheduler(num_slots=1, max_queue=64, priority_aging_s=1.0)
+    s.add_requests([req(i, arrival_time=100.0, priority=5) for i in range(10)]
+                   + [req("g", views=4, arrival_time=100.0, priority=-5)])
+    assert s.rows_ahead(0, now=100.0) == 4  # only the priority -5 group's rows
+    assert s.rows_ahead(5, now=100.0) == 14
+    assert s.rows_ahead(0, now=106.0) == 14  # they have waited 6 s: 5 - 6 < 0
+
+
+def test_priority_needs_a_positive_aging_time():
+    with pytest.raises(ValueError, match="priority_aging_s"):
+        Scheduler(num_slots=1, max_queue=1, priority_aging_s=0.0)
+
+
 # ---- groups of views ---------------------------------------------------------------------------
 def test_group_finishes_on_its_first_verified_row_and_frees_the_others():
     s = Scheduler(num_slots=4, max_queue=16)
