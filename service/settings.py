@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     adapt_nice: int = Field(10, ge=0, le=19)  # adaptation threads' nice: > 0 yields the CPU to serving
     max_views: int = Field(256, ge=1)  # largest `views` (symmetric versions run per puzzle) a request may ask for
     max_view_rows: int = Field(16, ge=1)  # rows of one request's views stepping at once (fairness, early exit)
+    view_wave: int = Field(16, ge=0)  # verified views run in waves B, B, 2B, 4B, ... while unsolved; 0: all at once
     stall_steps: int = Field(0, ge=0)  # > 0: a verified-halting row whose answer is unchanged this many steps stops
     request_timeout_s: float = Field(30.0, gt=0.0)
     drain_timeout_s: float = Field(30.0, ge=0.0)  # on shutdown, wait this long for in-flight work

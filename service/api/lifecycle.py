@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from service.api.middleware import ServerGuard
-from service.engine.estimate import Load, window_of
+from service.engine.estimate import Load
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -54,7 +54,7 @@ async def drain_for_exit(registry: ModelRegistry, guard: ServerGuard, plan: Drai
     t0 = time.monotonic()
     guard.is_draining = True
     logger.info("draining: readiness off, new requests get 503; in-flight rows have %.1fs", plan.rows_s)
-    step_s = max((Load.of(m.scheduler.stats(), window_of(m.scheduler)).step_s(max(1, m.scheduler.stats().num_running))
+    step_s = max((Load.of(m.scheduler.stats(), m.scheduler.step_times).step_s(max(1, m.scheduler.stats().num_running))
                   or 0.0 for m in registry.models.values()), default=0.0)
     is_clean = await asyncio.to_thread(registry.drain, max(0.0, plan.rows_s - 2 * step_s))  # is_draining first
     logger.info("rows %s after %.2fs", "finished" if is_clean else "past the budget were aborted (answered 503)",

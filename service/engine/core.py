@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from service.engine.runner import ModelRunner
-from service.engine.scheduler import Request, RequestStatus, Scheduler, SchedulerStats, StepReport
+from service.engine.scheduler import (
+    AdmittedRow,
+    Request,
+    RequestStatus,
+    Scheduler,
+    SchedulerOutput,
+    SchedulerStats,
+    StepReport,
+)
+from service.engine.step_times import row_buckets
 from trm_core import TRM
 
 __all__ = ["Engine"]
@@ -38,7 +49,7 @@ class Engine:
         duration = time.perf_counter() - t0
         halted = s.update_from_output(sched, output)
         if output is not None:
-            s.record_step(num_running, duration)
+            s.record_step(num_running, duration, num_rows=sched.num_rows)
         finished = sched.finished + halted
         for r in finished:
             s.call_on_finish(r)
@@ -60,9 +71,26 @@ class Engine:
         return aborted
 
     def warmup(self, num_steps: int) -> None:
+        """Warm the runner up (`num_steps` steps on a full pool), then, when `num_steps` > 0, seed the
+        deadline estimate's step times: one real step at two row counts per row bucket (half the
+        bucket plus one, and the whole bucket), so that the first burst after a cold start is priced
+        from this device's own step times (service/engine/step_times.py)."""
         if self.scheduler.has_unfinished():
             raise RuntimeError("warmup must run before any request is added")
         self.runner.warmup(num_steps)
+        if num_steps > 0:
+            self._measure_buckets()
+
+    def _measure_buckets(self) -> None:
+        padding = torch.zeros(self.runner.seq_len, dtype=torch.int32)
+        counts = sorted({n for b in row_buckets(self.scheduler.num_slots) for n in (b // 2 + 1, b)})
+        for rows in counts:
+            sched = SchedulerOutput(admitted=[AdmittedRow(slot, padding, 0) for slot in range(rows)], finished=[],
+                                    num_rows=rows)
+            t0 = time.perf_counter()
+            self.runner.execute(sched)
+            self.scheduler.step_times.record(rows, time.perf_counter() - t0)
+        self.runner.reset()  # the pool is idle again, as warm-up leaves it
 
     def stats(self) -> SchedulerStats:
         return self.scheduler.stats()

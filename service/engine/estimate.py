@@ -7,97 +7,58 @@ Two decisions use it, both taken before a request's rows are queued:
   0.5 s deadlines and 40 clients, 1,576 requests answered 504 against 24 answered 200: rows that
   could not make it held slots that rows which could were waiting for). A request that could not
   meet its deadline even on an idle pool is admitted: the client asked for that budget, and
-  refusing it would only make it retry.
+  refusing it would only make it retry. So is any request that finds the pool idle: there is no
+  one to protect, and refusing every request after a few slow steps would leave the measured step
+  times as they are, with nothing running to correct them.
 - Retry-After of a 429: when the work ahead of the request will have drained. The former
   estimate (occupancy sum x slots / finished requests) divided the steps of every running row by
   the one row finished so far and said 36 s at load onset where the real p99 was 3.75 s.
 
-The model (pure arithmetic on stats snapshots, so it is tested without a server): a pool step
-takes what the last seconds' steps took (`recent_step_s` over `recent_rows` rows on average),
-scaled up linearly when the pool will hold more rows than that (a CPU step's cost grows with its
-rows; a step also has a fixed cost, which the measured time at the current occupancy includes).
-Before there is a recent window, n rows cost n x the all-time time per row-step. Rows
+The model (pure arithmetic on a stats snapshot and the measured step times, so it is tested without
+a server): a step over n rows takes what steps over n rows took on this device, learned per row
+bucket (service/engine/step_times.py: linear in rows on a CPU, flat per bucket on a GPU with CUDA
+graphs; seeded by the start-up warm-up, so the first burst after a cold start is priced too). Rows
 leave the pool at `num_slots / (row_steps x step)` rows per second, where `row_steps` is the
 measured mean steps a row holds a slot. A new request's last row gets a slot once the rows ahead
-of it, minus one pool's worth, have left; it then runs its own expected steps, in a pool of
-min(slots, rows ahead + its rows) rows. So at short deadlines admission keeps the pool small
-enough for steps to be fast, instead of filling it with rows that will all time out.
+of it (those the scheduler serves first: priority counts), minus one pool's worth, have left; it
+then runs its own expected steps, in a pool of min(slots, rows ahead + its rows) rows. So at short
+deadlines admission keeps the pool small enough for steps to be fast, instead of filling it with
+rows that will all time out.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import weakref
-from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from service.engine.scheduler import SchedulerStats
+from service.engine.step_times import StepTimes, predict
 from service.registry import ServedModel
 
 RETRY_AFTER_MAX_S = 60
 HEADROOM = 1.25  # shed when the estimate exceeds the budget / HEADROOM: step times jitter on a shared host
-WINDOW_S = 3.0  # the "recent" in recent step time
 
 
 @dataclass(frozen=True)
 class Load:
     """A model's pool as the estimate sees it (plain numbers from one stats snapshot)."""
 
-    num_waiting: int  # rows queued, not yet admitted
+    num_waiting: int  # rows queued ahead, not yet admitted
     num_running: int  # rows holding a slot
     num_slots: int
-    row_step_s: float | None  # measured wall time per row per step; None before the first step
     row_steps: float | None  # measured mean steps a row held its slot; None before the first row left
-    recent_step_s: float | None = None  # mean wall time of the steps of the last WINDOW_S seconds
-    recent_rows: float | None = None  # mean rows those steps stepped
+    step_times: dict[int, float] = field(default_factory=dict)  # measured seconds per step by rows stepped
 
     @classmethod
-    def of(cls, s: SchedulerStats, window: StepWindow | None = None) -> Load:
-        row_steps_run = s.occupancy_sum * s.num_slots  # sum over steps of the rows stepped
-        recent = window.observe(s) if window is not None else None
+    def of(cls, s: SchedulerStats, step_times: StepTimes | None = None) -> Load:
         return cls(num_waiting=s.num_waiting, num_running=s.num_running, num_slots=s.num_slots,
-                   row_step_s=s.busy_s / row_steps_run if row_steps_run > 0 else None,
                    row_steps=s.row_steps_sum / s.num_rows_finished if s.num_rows_finished else None,
-                   recent_step_s=recent[0] if recent else None, recent_rows=recent[1] if recent else None)
+                   step_times=step_times.snapshot() if step_times is not None else {})
 
     def step_s(self, rows: int) -> float | None:
-        """Wall time of one step over `rows` rows."""
-        if self.recent_step_s is not None and self.recent_rows:
-            return self.recent_step_s * max(1.0, rows / self.recent_rows)
-        return rows * self.row_step_s if self.row_step_s is not None else None
-
-
-class StepWindow:
-    """Mean step time and rows per step over the last WINDOW_S seconds, from successive stats
-    snapshots (cumulative sums differenced; no hook in the stepping loop)."""
-
-    def __init__(self) -> None:
-        self._marks: deque[tuple[float, int, float, float]] = deque()  # (time, steps, busy_s, row-steps)
-
-    def observe(self, s: SchedulerStats, now: float | None = None) -> tuple[float, float] | None:
-        now = time.monotonic() if now is None else now
-        mark = (now, s.num_steps, s.busy_s, s.occupancy_sum * s.num_slots)
-        if not self._marks or now - self._marks[-1][0] >= 0.1:
-            self._marks.append(mark)
-        while len(self._marks) > 2 and now - self._marks[1][0] >= WINDOW_S:
-            self._marks.popleft()
-        _, steps0, busy0, rows0 = self._marks[0]
-        steps = s.num_steps - steps0
-        if steps < 3:
-            return None
-        return (s.busy_s - busy0) / steps, (mark[3] - rows0) / steps
-
-
-_WINDOWS: weakref.WeakKeyDictionary[object, StepWindow] = weakref.WeakKeyDictionary()
-
-
-def window_of(scheduler: object) -> StepWindow:
-    """The step window of one model's scheduler (created on first use, dropped with the scheduler)."""
-    window = _WINDOWS.get(scheduler)
-    if window is None:
-        window = _WINDOWS[scheduler] = StepWindow()
-    return window
+        """Wall time of one step over `rows` rows; None before any step was measured."""
+        return predict(self.step_times, rows, self.num_slots)
 
 
 def finish_s(load: Load, num_rows: int, steps: float, default_row_steps: float) -> float | None:
@@ -127,15 +88,19 @@ class Shed:
     retry_after_s: int  # when enough of the work ahead will have drained
 
 
-def should_shed(load: Load, num_rows: int, steps: float, budget_s: float, default_row_steps: float) -> Shed | None:
-    """A Shed when the request cannot finish within `budget_s` because of the rows ahead of it."""
+def should_shed(load: Load, num_rows: int, steps: float, budget_s: float, default_row_steps: float,
+                timeout_s: float | None = None) -> Shed | None:
+    """A Shed when the request cannot finish within `budget_s` (the time left until its deadline)
+    because of the rows ahead of it. `timeout_s` is the whole budget the request was given (default
+    `budget_s`)."""
     estimate = finish_s(load, num_rows, steps, default_row_steps)
-    if estimate is None or estimate * HEADROOM <= budget_s:
-        return None
-    # Even at the all-time cost per row-step (a lower bound for a small pool) and no headroom: hopeless
-    # on an idle pool too, so not a matter of load (see the module doc).
-    alone = finish_s(Load(0, 0, load.num_slots, load.row_step_s, load.row_steps), num_rows, steps, default_row_steps)
-    if alone is not None and alone > budget_s:
+    if estimate is None or estimate * HEADROOM <= budget_s or load.num_waiting + load.num_running == 0:
+        return None  # an idle pool has no one to protect, and its steps keep the measured times fresh
+    # Without the rows ahead and without headroom: hopeless on an idle pool within its whole budget,
+    # so not a matter of load (see the module doc). The whole budget, not what is left of it: time
+    # lost before admission (a busy event loop, a burst parsed ahead of it) is load too.
+    alone = finish_s(replace(load, num_waiting=0, num_running=0), num_rows, steps, default_row_steps)
+    if alone is not None and alone > (budget_s if timeout_s is None else max(budget_s, timeout_s)):
         return None
     return Shed(estimate_s=estimate, budget_s=budget_s,
                 retry_after_s=retry_after_s(estimate - budget_s / HEADROOM))
@@ -152,22 +117,23 @@ class DeadlineUnmeetable(RuntimeError):
         self.retry_after_s = shed.retry_after_s
 
 
-def check_deadline(served: ServedModel, num_rows: int, max_steps: int, deadline: float, priority: int = 0) -> None:
+def check_deadline(served: ServedModel, num_rows: int, max_steps: int, deadline: float, priority: int = 0,
+                   timeout_s: float | None = None) -> None:
     """Raise DeadlineUnmeetable when `served`'s queue makes the request miss `deadline` (monotonic time).
 
     Only the queued rows the scheduler would serve before this request count (`rows_ahead`): a
     high-priority request is not refused for a queue of lower-priority rows it will overtake."""
-    load = replace(Load.of(served.scheduler.stats(), window_of(served.scheduler)),
+    load = replace(Load.of(served.scheduler.stats(), served.scheduler.step_times),
                    num_waiting=served.scheduler.rows_ahead(priority))
     # A new row is priced at its full budget, whatever its halting mode: the measured mean steps per
     # row include rows evicted after a step or two, and a row that halts early only finishes sooner.
     shed = should_shed(load, num_rows, float(max_steps), deadline - time.monotonic(),
-                       float(served.config.halt_max_steps))
+                       float(served.config.halt_max_steps), timeout_s)
     if shed is not None:
         raise DeadlineUnmeetable(served.name, served.task, num_rows, shed)
 
 
 def queue_retry_after_s(served: ServedModel, num_rows: int) -> int:
     """Retry-After for a full queue: when the rows ahead of a request of `num_rows` rows have drained."""
-    load = Load.of(served.scheduler.stats(), window_of(served.scheduler))
+    load = Load.of(served.scheduler.stats(), served.scheduler.step_times)
     return retry_after_s(finish_s(load, num_rows, 0.0, float(served.config.halt_max_steps)))

@@ -8,7 +8,12 @@ of the puzzle (vLLM's parallel sampling `n`, with a rule check instead of sampli
 
 How a group ends (docs/ARCHITECTURE.md, "groups of views"):
 - `verified` halting: at the first row whose answer, mapped back (`map_back`), passes `accept`;
-  the other rows leave before the next step;
+  the other rows leave before the next step. With `first_wave` = B the views run in waves that
+  grow while no row is verified: views [0, B), then [B, 2B), [2B, 4B), ... up to K (each wave as
+  many views as ran before it; 16, 16, 32, 64 for K = 128, B = 16); a wave starts once every row
+  of the one before has halted. A view's rows do not interact with other rows, so a view computes
+  the same answers in whichever wave it runs: a staged group finds an answer the all-at-once group
+  also verifies, and stops paying for views once one is verified (docs/scheduling.md);
 - otherwise when every row has halted; then the rows vote: identical mapped-back answers pool
   their votes, answers that pass `accept` (when given) rank first, then votes, then mean
   sigmoid(q_halt); ties keep arrival order.
@@ -70,6 +75,7 @@ class Request:
     map_back: Callable[[int, list[int]], list[int]] | None = None  # (view, answer tokens) -> puzzle's frame
     max_running_rows: int | None = None  # rows of this group stepping at once (None: as many as fit)
     priority: int = 0  # lower is served first (vLLM's convention); the scheduler ages it (scheduler.py)
+    first_wave: int | None = None  # verified halting: views of the first wave (module doc); None: no waves
     return_steps: bool = False  # keep the predicted tokens (and q_halt) after every step
     deadline: float = math.inf  # time.monotonic() after which the request is finished as TIMEOUT
     on_finish: Callable[[Request], None] | None = None  # called once, on the thread that finished it
@@ -90,6 +96,7 @@ class Request:
     # group bookkeeping (the scheduler's)
     slots: list[int] = field(default_factory=list)  # slots its running rows hold
     next_view: int = 0  # next view to admit
+    wave_end: int = 0  # views below this may be admitted now (set in __post_init__, grown by the scheduler)
     rows: list[RowResult] = field(default_factory=list)  # halted rows, in halting order
 
     def __post_init__(self) -> None:
@@ -105,6 +112,15 @@ class Request:
             raise ValueError("a request with several views needs map_back(view, answer)")
         if self.max_running_rows is not None and self.max_running_rows < 1:
             raise ValueError(f"max_running_rows={self.max_running_rows}; at least 1")
+        if self.first_wave is not None and self.first_wave < 1:
+            raise ValueError(f"first_wave={self.first_wave}; at least 1 (or None: no waves)")
+        staged = self.first_wave is not None and self.halting == "verified"
+        self.wave_end = min(self.num_views, self.first_wave) if staged else self.num_views  # type: ignore[type-var]
+
+    def next_wave(self) -> None:
+        """Open the next wave of views: as many as have run so far (the scheduler calls this once the
+        current wave has halted without a verified row)."""
+        self.wave_end = min(self.num_views, 2 * self.wave_end)
 
     @property
     def num_views(self) -> int:

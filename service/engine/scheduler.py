@@ -18,7 +18,9 @@ Halting is `trm_core.halting` (one rule for trainer, evaluator and server), deci
 host after one transfer per step. Fairness under groups: free slots are dealt one row per request
 per round, oldest request first, so a K=256 group never starves single-row requests behind it,
 and each group runs at most `max_running_rows` rows at once (its views run in waves, which is also
-what makes early exit pay). The queue's capacity is counted in rows not yet admitted.
+what makes early exit pay). A verified group with `first_wave` set runs its views in growing waves,
+the next only once the last has halted unverified (service/engine/request.py). The queue's capacity
+is counted in rows not yet admitted.
 
 Priority (`Request.priority`, lower first, vLLM's convention) orders that dealing, with aging: a
 request's effective priority improves by one level per `priority_aging_s` seconds of waiting. Since
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 import torch
 
 from service.engine.request import HALTING_MODES, Request, RequestStatus, RowResult
+from service.engine.step_times import StepTimes
 from trm_core.halting import halt_reason
 from trm_core.tasks.arc_vote import sigmoid
 
@@ -168,6 +171,7 @@ class Scheduler:
         self._lock = threading.Lock()  # guards requests, waiting, _pending_cancels (cross-thread)
         self._num_steps = self._num_finished = self._num_rows_finished = self._row_steps_sum = 0
         self._occupancy_sum = self._busy_s = 0.0
+        self.step_times = StepTimes(num_slots)  # seconds per step by rows stepped (the deadline estimate's)
 
     # ---- requests in (any thread) -----------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -313,7 +317,8 @@ class Scheduler:
 
     @staticmethod
     def _under_cap(r: Request) -> bool:
-        return r.max_running_rows is None or len(r.slots) < r.max_running_rows
+        """May the group admit another row now: under its running-rows cap and inside its current wave."""
+        return (r.max_running_rows is None or len(r.slots) < r.max_running_rows) and r.next_view < r.wave_end
 
     def update_from_output(self, sched: SchedulerOutput, output: ModelOutput | None,
                            now: float | None = None) -> list[Request]:
@@ -359,17 +364,21 @@ class Scheduler:
                 self._settle(r, winner=r.rows[-1] if reason == "verified" else None)
                 settled.add(id(r))
                 done.append(r)
+            elif not r.slots and r.next_view >= r.wave_end:
+                r.next_wave()  # the wave halted unverified: the next one joins at the next schedule()
         with self._lock:
             for r in done:
                 self._drop_unlocked(r)
                 self._finish_unlocked(r, RequestStatus.FINISHED_HALTED, now)
         return done
 
-    def record_step(self, num_running: int, duration_s: float) -> None:
-        """Account one model step (the engine calls this after a step that ran)."""
+    def record_step(self, num_running: int, duration_s: float, num_rows: int | None = None) -> None:
+        """Account one model step (the engine calls this after a step that ran). `num_rows` is the
+        stepped prefix of the pool (what the step cost depends on; default `num_running`)."""
         self._num_steps += 1
         self._occupancy_sum += num_running / self.num_slots
         self._busy_s += duration_s
+        self.step_times.record(num_rows if num_rows is not None else num_running, duration_s)
 
     def stats(self) -> SchedulerStats:
         with self._lock:

@@ -40,10 +40,12 @@ def load_served(path: str | Path, *, num_slots: int = 64, max_queue: int = 4096,
 
 
 def solve_grids(served: ServedModel, task: GridTask, grids: Iterable[Any], *, halting: str = "learned",
-                max_steps: int | None = None, views: int = 1, max_view_rows: int | None = 16) -> Iterator[dict]:
+                max_steps: int | None = None, views: int = 1, max_view_rows: int | None = 16,
+                view_wave: int | None = 16) -> Iterator[dict]:
     """Yield one response dict (the HTTP response body) per grid, in input order.
 
-    Grids must already be parsed (`task.parse`). Keeps at most about two pools' worth of rows queued,
+    Grids must already be parsed (`task.parse`). `view_wave` is the server's TRM_VIEW_WAVE (None: every
+    view at once). Keeps at most about two pools' worth of rows queued,
     so a file of any length runs in bounded memory.
     """
     engine, sched = served.engine, served.engine.scheduler
@@ -62,7 +64,8 @@ def solve_grids(served: ServedModel, task: GridTask, grids: Iterable[Any], *, ha
             spec = build_row(task, served, grid, halting, views)
             r = Request(request_id=str(next_in), inputs=torch.as_tensor(spec.tokens, dtype=torch.int32),
                         max_steps=budget, halting=halting, accept=spec.accept, map_back=spec.map_back,
-                        max_running_rows=max_view_rows if spec.num_rows > 1 else None)
+                        max_running_rows=max_view_rows if spec.num_rows > 1 else None,
+                        first_wave=view_wave if spec.num_rows > 1 else None)
             sched.add_request(r)
             pending[next_in] = (grid, r, time.monotonic())
             next_in += 1

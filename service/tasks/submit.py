@@ -79,6 +79,8 @@ class ResolvedOptions:
     views: int = 1
     max_view_rows: int | None = None
     priority: int = 0
+    view_wave: int | None = None  # verified views: the first wave (Request.first_wave); None: all at once
+    timeout_s: float | None = None  # the whole deadline budget (TRM_REQUEST_TIMEOUT_S)
 
 
 def resolve_options(opts: SolveOptions, served: ServedModel, settings: Settings, *,
@@ -100,7 +102,9 @@ def resolve_options(opts: SolveOptions, served: ServedModel, settings: Settings,
         raise InvalidOptionsError(("body", "views"), f"views={views} exceeds this server's limit of "
                                   f"{settings.max_views} (TRM_MAX_VIEWS)")
     return ResolvedOptions(halting=halting, max_steps=min(max_steps, limit), return_steps=opts.return_steps,
-                           views=views, max_view_rows=settings.max_view_rows, priority=opts.priority)
+                           views=views, max_view_rows=settings.max_view_rows, priority=opts.priority,
+                           view_wave=settings.view_wave or None,
+                           timeout_s=settings.request_timeout_s)
 
 
 def _resolve(fut: asyncio.Future[Request], request: Request) -> None:
@@ -151,12 +155,13 @@ async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedO
             request_id=f"{base}-{i}", inputs=torch.as_tensor(row.tokens, dtype=torch.int32), max_steps=opts.max_steps,
             halting=opts.halting, puzzle_id=row.puzzle_id, accept=row.accept, map_back=row.map_back,
             max_running_rows=opts.max_view_rows if row.num_rows > 1 else None,
+            first_wave=opts.view_wave if row.num_rows > 1 else None,
             return_steps=opts.return_steps, priority=opts.priority, deadline=deadline, on_finish=finisher(fut)))
     num_rows = sum(r.num_views for r in requests)
     if num_rows > served.scheduler.max_queue:
         raise InvalidOptionsError(("body",), f"this request needs {num_rows} rows but model {served.name} "
                                   f"queues at most {served.scheduler.max_queue} (TRM_MAX_QUEUE); split it")
-    check_deadline(served, num_rows, opts.max_steps, deadline, opts.priority)  # 429 now, not 504 later
+    check_deadline(served, num_rows, opts.max_steps, deadline, opts.priority, opts.timeout_s)  # 429 now, not 504 later
     try:
         served.worker.submit(requests)
     except QueueFullError as e:

@@ -142,3 +142,46 @@ def test_runner_steps_only_the_occupied_prefix_and_leaves_idle_rows_untouched(mo
     before = e.runner.carry.z_H[1:].clone()
     e.step()
     assert torch.equal(e.runner.carry.z_H[1:], before) and int(e.runner.carry.steps[0]) == 1
+
+
+def test_warmup_seeds_the_step_times_of_every_bucket_and_leaves_the_pool_idle(model):
+    e = Engine.for_model(model, 8, max_queue=8)
+    e.warmup(1)
+    assert sorted(e.scheduler.step_times.snapshot()) == [1, 2, 3, 4, 5, 8]  # half a bucket + 1, and the bucket
+    assert all(e.scheduler.step_times.step_s(n) > 0 for n in range(1, 9))
+    assert e.stats().num_steps == 0 and int(e.runner.carry.steps.sum()) == 0  # no request saw a warm-up step
+    ref = alone(model, make_request(0, 3))
+    e.scheduler.add_request(r := make_request(0, 3))
+    e.run_until_idle()
+    assert r.answer == ref.answer
+
+
+@pytest.mark.parametrize("winner", [1, 11])
+def test_staged_views_verify_the_answer_all_views_at_once_verify(model, winner):
+    """16 views in waves of 2, 2, 4, 8 (views [0, 2), [2, 4), [4, 8), [8, 16)); the accepted answer is
+    what view `winner` gives after 3 steps, mapped back. All at once and staged, on a real model: the
+    same answer at the same step (views do not interact). Staged pays for the waves it ran: 2 rows x 3
+    steps when view 1 wins (all at once: 16 x 3); when view 11 in the last wave wins, the three earlier
+    waves' 8 rows ran their 6 steps unverified first (8 x 6 + 8 x 3), more than all at once: staging
+    trades that risk for the early exits."""
+    views = sudoku_views(16, seed=3)
+    inputs = views.apply(torch.tensor(PUZZLES[4]))
+    ref = alone(model, Request(request_id="ref", inputs=inputs[winner], max_steps=3, halting="fixed"))
+    target = views.invert_one(winner, ref.answer)
+    others = [alone(model, Request(request_id=f"o{v}", inputs=inputs[v], max_steps=6, halting="fixed",
+                                   return_steps=True)) for v in range(16) if v != winner]
+    assert all(views.invert_one(int(r.request_id[1:]), tokens) != target for r in others for tokens in r.trajectory)
+
+    def run(first_wave: int | None) -> Request:
+        g = Request(request_id="g", inputs=inputs, max_steps=6, halting="verified", map_back=views.invert_one,
+                    accept=lambda tokens: tokens == target, first_wave=first_wave)
+        e = Engine.for_model(model, 16, max_queue=16)
+        e.scheduler.add_request(g)
+        e.run_until_idle()
+        return g
+
+    every, staged = run(None), run(2)
+    for g in (every, staged):
+        assert (g.halt_reason, g.view, g.steps, g.answer) == ("verified", winner, 3, target)
+    assert every.views_run == 16 and every.row_steps == 16 * 3
+    assert (staged.views_run, staged.row_steps) == ((2, 2 * 3) if winner == 1 else (16, 8 * 6 + 8 * 3))

@@ -289,6 +289,57 @@ def test_per_group_cap_runs_views_in_waves():
     assert g.views_run == 10 and g.row_steps == 20 and max(seen) == 3
 
 
+def test_staged_waves_grow_while_unsolved_and_end_at_the_first_verified_view():
+    """K = 128 views, first wave 16, budget 3 steps; view v answers [v] * L, and only view 50's answer
+    passes. Waves: [0, 16), [16, 32), [32, 64): view 50 is verified in the third, at its first step."""
+    s = Scheduler(num_slots=128, max_queue=256)
+    g = req("g", 3, halting="verified", views=128, first_wave=16, accept=lambda tokens: tokens == [50] * L)
+    s.add_request(g)
+    waves = []
+    while not g.status.is_finished:
+        step(s)
+        waves.append(sorted(row.view for row in s.running if row is not None))
+    first, second = list(range(16)), list(range(16, 32))
+    assert waves == [first, first, [], second, second, [], []]  # running after each step; wave 3 ran 1 step
+    assert (g.view, g.answer, g.halt_reason, g.steps) == (50, [50] * L, "verified", 1)
+    assert g.views_run == 64 and g.row_steps == 32 * 3 + 32 * 1
+    every = req("all", 3, halting="verified", views=128, accept=lambda tokens: tokens == [50] * L)
+    s.add_request(every)
+    step(s)
+    assert (every.view, every.answer, every.steps) == (g.view, g.answer, g.steps)  # the same answer
+    assert every.row_steps == 128 and every.views_run == 128
+
+
+def test_wave_rule_for_any_number_of_views_and_none_for_other_halting_modes():
+    def waves(k: int, first: int) -> list[int]:
+        s = Scheduler(num_slots=256, max_queue=512)
+        g = req("g", 1, halting="verified", views=k, first_wave=first, accept=lambda tokens: False)
+        s.add_request(g)
+        sizes = []
+        while not g.status.is_finished:
+            sizes.append(len(s.schedule().admitted))
+            s.update_from_output(sched := SchedulerOutput([], [], 256), output(sched, s))
+        return sizes
+    assert waves(128, 16) == [16, 16, 32, 64]
+    assert waves(100, 16) == [16, 16, 32, 36]
+    assert waves(10, 16) == [10] and waves(5, 1) == [1, 1, 2, 1]
+    learned = req("l", 1, halting="learned", views=40, first_wave=4)
+    assert learned.wave_end == 40  # views that vote run all at once: waves would only add latency
+    with pytest.raises(ValueError, match="first_wave"):
+        req("bad", views=4, first_wave=0)
+
+
+def test_waves_respect_the_running_rows_cap():
+    s = Scheduler(num_slots=64, max_queue=256)
+    g = req("g", 2, halting="verified", views=64, first_wave=16, max_running_rows=8, accept=lambda tokens: False)
+    s.add_request(g)
+    running = []
+    while not g.status.is_finished:
+        step(s)
+        running.append(len(g.slots))
+    assert max(running) == 8 and g.views_run == 64 and g.row_steps == 128
+
+
 def _steps_until_done(s: Scheduler, requests: list[Request]) -> int:
     ids, done = {r.request_id for r in requests}, set()
     for n in range(1, 100):
