@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import pytest
+import torch
 
 from tests.service.conftest import make_settings, serve, sudoku_puzzles, wait_for
 from tests.service.test_api import assert_problem
@@ -126,20 +127,43 @@ async def test_over_the_connection_limit_is_503_with_retry_after_but_probes_pass
     assert 'trm_requests_total{status="503",task="sudoku"} 1.0' in metrics
 
 
+def _step_s(rows: int, steps: int = 20) -> float:
+    """Seconds per step of the tests' tiny Sudoku model over `rows` rows, measured here and now."""
+    import time
+
+    from service.engine.core import Engine
+    from service.engine.scheduler import Request
+    from tests.service.conftest import make_model
+
+    engine = Engine.for_model(make_model("sudoku"), rows, max_queue=rows)
+    engine.scheduler.add_requests([Request(request_id=f"c{i}", inputs=torch.zeros(81, dtype=torch.int32),
+                                           max_steps=steps, halting="fixed") for i in range(rows)])
+    t0 = time.perf_counter()
+    engine.run_until_idle()
+    return (time.perf_counter() - t0) / steps
+
+
 async def test_sigterm_drain_finishes_short_rows_answers_the_rest_503_and_never_500(checkpoints):
     """The drain `trm serve` runs on SIGTERM (service/api/server.py), here in-process: while it runs the
-    app still serves, readiness is off, and every response says Connection: close."""
+    app still serves, readiness is off, and every response says Connection: close.
+
+    Deterministic by construction: every short row is queued before the drain starts (two running,
+    two waiting), and the drain's budget is derived from the step time measured just before: the
+    short rows' 8 steps (2 waves of 4) get 50 times what they took, and at least 4 s."""
     puzzles = sudoku_puzzles(6)
-    # a budget the short rows (2 waves of 4 steps) meet even on a loaded machine; the forever rows never do
-    settings = make_settings(checkpoints, names=("sudoku",), max_batch=4, drain_timeout_s=6.0, prestop_s=0.3)
+    rows_budget_s = max(4.0, 50 * 8 * _step_s(4))
+    reserve_s = 1.5  # DrainPlan keeps min(1.5 s, a quarter of the total) for answers and the server's close
+    settings = make_settings(checkpoints, names=("sudoku",), max_batch=4, drain_timeout_s=rows_budget_s + reserve_s,
+                             prestop_s=0.3)
     async with serve(settings) as (app, client):
         worker = app.state.registry.models["sudoku"].worker
         forever = [asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzle": p, **FOREVER}))
                    for p in puzzles[:2]]
+        await wait_for(worker, lambda s: s.num_running == 2)  # the forever rows hold the first two slots
         short = [asyncio.create_task(client.post("/v1/sudoku/solve", json={"puzzle": p, "halting": "fixed",
                                                                             "max_steps": 4}))
                  for p in puzzles[2:]]
-        await wait_for(worker, lambda s: s.num_running == 4)
+        await wait_for(worker, lambda s: s.num_running == 4 and s.num_waiting == 2)  # all six are in
         drain = asyncio.create_task(app.state.drain())
         while not app.state.registry.is_draining:
             await asyncio.sleep(0.01)
@@ -247,31 +271,39 @@ async def test_openapi_matches_behaviour_with_and_without_a_key(checkpoints):
 
 
 async def test_a_batch_past_its_deadline_keeps_the_answers_of_its_finished_rows(checkpoints):
-    """8 rows on one slot, each sized to take ~1/4 of the deadline: the first finishes (unless steps get
-    4x slower), the last cannot (unless they get 2x faster). The 504 keeps the finished answers in
-    `results` and names each missed puzzle in `errors`."""
-    import time
+    """8 rows of 2 steps on one slot, under a step clock the test controls (the model runner waits for
+    the test's go before every step): the test lets the first row's 2 steps run, then none, so the
+    first row finishes and the other 7 cannot, whatever the machine's speed. The 504 keeps the
+    finished answer in `results` and names each missed puzzle in `errors`."""
+    import threading
 
     puzzles = sudoku_puzzles(8)
-    deadline_s = 3.0
-    settings = make_settings(checkpoints, names=("sudoku",), max_batch=1, request_timeout_s=deadline_s)
+    settings = make_settings(checkpoints, names=("sudoku",), max_batch=1, request_timeout_s=3.0)
     async with serve(settings) as (app, client):
-        t0 = time.monotonic()
-        calib = await client.post("/v1/sudoku/solve", json={"puzzle": puzzles[0], "halting": "fixed", "max_steps": 200})
-        assert calib.status_code == 200
-        steps = max(1, int(200 * 0.25 * deadline_s / (time.monotonic() - t0)))
-        resp = await client.post("/v1/sudoku/solve", json={"puzzles": puzzles, "halting": "fixed", "max_steps": steps})
-        worker = app.state.registry.models["sudoku"].worker
-        await wait_for(worker, lambda s: s.num_running == 0 and s.num_waiting == 0)
+        served = app.state.registry.models["sudoku"]
+        runner, ticks, unclocked = served.engine.runner, threading.Semaphore(0), threading.Event()
+        execute = runner.execute
+
+        def clocked(sched):  # the worker thread: one step per tick
+            while sched.num_rows and not unclocked.is_set() and not ticks.acquire(timeout=0.05):
+                pass
+            return execute(sched)
+
+        runner.execute = clocked
+        try:
+            ticks.release(2)  # the first row's two steps
+            resp = await client.post("/v1/sudoku/solve", json={"puzzles": puzzles, "halting": "fixed", "max_steps": 2})
+        finally:
+            unclocked.set()
+        await wait_for(served.worker, lambda s: s.num_running == 0 and s.num_waiting == 0)
     assert resp.status_code == 504 and resp.headers["content-type"] == "application/problem+json"
     body = resp.json()
     results = body["results"]
-    assert len(results) == 8 and results[0] is not None and results[-1] is None
-    assert results[0]["steps"] == steps and len(results[0]["solution"]) == 9
-    missed = [i for i, r in enumerate(results) if r is None]
+    assert len(results) == 8 and results[0] is not None and results[1:] == [None] * 7
+    assert results[0]["steps"] == 2 and len(results[0]["solution"]) == 9
     assert body["errors"] == [{"loc": ["body", "puzzles", i], "msg": "did not finish before the deadline"}
-                              for i in missed]
-    assert f"{len(missed)} of 8 puzzles" in body["detail"]
+                              for i in range(1, 8)]
+    assert "7 of 8 puzzles" in body["detail"]
 
 
 async def test_405_lists_every_method_of_the_path_and_return_steps_is_a_strict_bool(checkpoints):
