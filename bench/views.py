@@ -10,10 +10,18 @@ and learned halting. Prints one JSON object:
 
     python bench/views.py --limit 100 --views 1,8,32,128,256
     python bench/views.py --fairness     # 20 single-view requests beside one views=256 request
+    python bench/views.py --staged-vs-all --limit 8 --views 128   # staged waves against all views at once
 
 Fairness: the time for a batch of 20 single-view requests (learned halting) on an idle engine, and
 again while a views=256 verified request on a puzzle the model does not solve occupies it; the
 ratio is `busy_over_idle` (target <= 2). Both through the real worker thread, no HTTP.
+
+Staged vs all (--staged-vs-all): each puzzle alone on an engine with a slot per view and no
+running-rows cap, K views (the first value of --views), verified halting: once with every view at
+once, once in waves (--wave: B, B, 2B, 4B, ... while unsolved; TRM_VIEW_WAVE). Per mode: solved,
+mean row_steps (the compute), seconds per puzzle (mean, p50, and the max over the puzzles); then
+the compute saved, the added latency, and whether every puzzle solved by one mode is solved by the
+other with the same answer.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.tasks.grid import SUDOKU  # noqa: E402
+from service.tasks.grid import SUDOKU, build_row  # noqa: E402
 from service.tasks.offline import load_served, solve_grids  # noqa: E402
 from trm_core.tasks import sudoku  # noqa: E402
 from trm_core.tasks.puzzle_csv import read_puzzle_csv  # noqa: E402
@@ -80,7 +88,6 @@ def fairness(model: Path, data: Path, slots: int, max_view_rows: int, max_steps:
 
     from service.engine.loop import ModelWorker
     from service.engine.scheduler import Request
-    from service.tasks.grid import build_row
 
     rows = read_puzzle_csv(data, limit=21)
     puzzles = [sudoku.parse(r.question) for r in rows]
@@ -123,6 +130,44 @@ def fairness(model: Path, data: Path, slots: int, max_view_rows: int, max_steps:
             "slots": slots, "max_view_rows": max_view_rows, "max_steps": max_steps}
 
 
+def staged_vs_all(model: Path, data: Path, limit: int, k: int, max_steps: int, wave: int) -> dict:
+    from service.engine.scheduler import Request
+
+    rows = read_puzzle_csv(data, limit=limit)
+    puzzles = [sudoku.parse(r.question) for r in rows]
+    served = load_served(model, num_slots=k, max_queue=k)
+    modes: dict[str, dict] = {}
+    for mode, first_wave in (("all", None), ("staged", wave)):
+        results = []
+        for i, grid in enumerate(tqdm(puzzles, desc=mode, file=sys.stderr, leave=False)):
+            spec = build_row(SUDOKU, served, grid, "verified", k)
+            r = Request(request_id=f"{mode}{i}", inputs=torch.as_tensor(spec.tokens, dtype=torch.int32),
+                        max_steps=max_steps, halting="verified", accept=spec.accept, map_back=spec.map_back,
+                        first_wave=first_wave)
+            t0 = time.perf_counter()
+            served.engine.scheduler.add_request(r)
+            served.engine.run_until_idle()
+            results.append({"seconds": time.perf_counter() - t0, "solved": r.halt_reason == "verified",
+                            "answer": r.answer if r.halt_reason == "verified" else None,
+                            "row_steps": r.row_steps, "views_run": r.views_run})
+        seconds = [x["seconds"] for x in results]
+        modes[mode] = {"solved": sum(x["solved"] for x in results),
+                       "mean_row_steps": statistics.fmean(x["row_steps"] for x in results),
+                       "mean_views_run": statistics.fmean(x["views_run"] for x in results),
+                       "mean_s": statistics.fmean(seconds), "p50_s": statistics.median(seconds), "max_s": max(seconds),
+                       "_results": results}
+    pairs = list(zip(modes["all"].pop("_results"), modes["staged"].pop("_results"), strict=True))
+    a, st = modes["all"], modes["staged"]
+    return {"config": {"model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
+                       "data": data.name, "puzzles": len(puzzles), "views": k, "max_steps": max_steps, "wave": wave,
+                       "slots": k, "torch_threads": torch.get_num_threads()},
+            "all": a, "staged": st,
+            "compute_saved": 1 - st["mean_row_steps"] / a["mean_row_steps"],
+            "added_latency_mean_s": st["mean_s"] - a["mean_s"], "latency_ratio_mean": st["mean_s"] / a["mean_s"],
+            "same_solved_puzzles": all(x["solved"] == y["solved"] for x, y in pairs),
+            "same_answers": all(x["answer"] == y["answer"] for x, y in pairs)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -135,8 +180,14 @@ def main() -> None:
     p.add_argument("--max-view-rows", type=int, default=16, help="running rows per group (TRM_MAX_VIEW_ROWS)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fairness", action="store_true", help="measure 20 single requests beside views=256 instead")
+    p.add_argument("--staged-vs-all", action="store_true", help="staged waves against all views at once instead")
+    p.add_argument("--wave", type=int, default=16, help="first wave of --staged-vs-all (TRM_VIEW_WAVE)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.staged_vs_all:
+        k = int(args.views.split(",")[0])
+        print(json.dumps(staged_vs_all(args.model, args.data, args.limit, k, args.max_steps, args.wave), indent=2))
+        return
     if args.fairness:
         print(json.dumps(fairness(args.model, args.data, args.slots, args.max_view_rows, args.max_steps), indent=2))
         return
