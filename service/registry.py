@@ -11,6 +11,7 @@ starts; the app lifespan calls it in a thread when the CLI did not).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from service.engine.loop import ModelWorker
 from service.engine.scheduler import Scheduler, SchedulerStats, StepReport
 from service.settings import Settings
 from trm_core import TRM, CheckpointFormatError, TRMConfig, load_checkpoint
+from trm_core.checkpoint import file_sha256
 from trm_core.tasks import TASK_NAMES, check_model_shape, grid_shape
 from trm_core.tasks.augment import ArcAug, parse_version_name
 
@@ -33,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 class RegistryError(RuntimeError):
     """A configured model cannot be served; the message says which and why."""
+
+
+class ReloadConflict(RuntimeError):
+    """A reloaded checkpoint does not fit the running model's shapes (HTTP 409); the old one keeps serving."""
 
 
 class UnknownModelError(LookupError):
@@ -66,6 +72,7 @@ class ServedModel:
     is_default: bool = False
     arc_tasks: dict[str, list[ArcVersion]] = field(default_factory=dict)  # task fingerprint -> versions
     on_finish: Callable[[Any], None] | None = None  # sees every finished scheduler request (metrics)
+    sha256: str | None = None  # of the checkpoint file the weights came from (metrics, /v1/models)
 
     @property
     def config(self) -> TRMConfig:
@@ -171,7 +178,8 @@ class ModelRegistry:
                         served.model.num_trainable_params(), self.device, path, time.perf_counter() - t0)
         self.is_loaded = True
 
-    def _load_one(self, name: str, path: Path) -> ServedModel:
+    def _read(self, name: str, path: Path) -> ServedModel:
+        """Load and check one checkpoint (task, codec shape, ARC table, checksum); no engine yet."""
         s = self.settings
         try:
             model, meta = load_checkpoint(path, device=self.device)
@@ -179,7 +187,7 @@ class ModelRegistry:
             if task not in TASK_NAMES:
                 raise ValueError(f"task {task!r} has no codec; served tasks: {', '.join(TASK_NAMES)}")
             served = ServedModel(name=name, path=path, task=task, model=model, meta=meta,
-                                 engine=None, worker=None)  # type: ignore[arg-type]  # set below
+                                 engine=None, worker=None)  # type: ignore[arg-type]  # set by the caller
             cfg = model.config
             check_model_shape(task, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, grid_height=cfg.grid_height,
                               grid_width=cfg.grid_width)
@@ -187,8 +195,15 @@ class ModelRegistry:
                 # pop: the raw table can be tens of MB and is not needed once parsed
                 served.arc_tasks = _parse_arc_table(meta.pop("arc_tasks", None), model.config.num_puzzle_identifiers,
                                                     s.arc_max_versions)
-        except (FileNotFoundError, CheckpointFormatError, ValueError, OSError) as e:
+            served.sha256 = file_sha256(path)
+        except (FileNotFoundError, CheckpointFormatError, ValueError, OSError, RuntimeError) as e:
             raise RegistryError(f"cannot serve model {name!r} from {path}: {e}") from e
+        return served
+
+    def _load_one(self, name: str, path: Path) -> ServedModel:
+        s = self.settings
+        served = self._read(name, path)
+        model = served.model
         served.engine = Engine.for_model(model, s.max_batch, s.max_queue, batching=s.batching,
                                          max_wait_s=s.max_wait_s, stall_steps=s.stall_steps,
                                          runner_options={"cpu_chunk_rows": s.cpu_chunk_rows,
@@ -217,6 +232,48 @@ class ModelRegistry:
             if m.worker.is_alive:
                 is_clean &= m.worker.drain(max(0.0, deadline - time.monotonic()))
         return is_clean
+
+    def reload(self, name: str, timeout_s: float = 60.0) -> ServedModel:
+        """Re-read model `name` from its configured path, check and warm the new weights, and swap them
+        in between two steps of the engine loop. The served shapes must not change (TRMConfig equal
+        but for `halt_max_steps`), so the carry of running rows stays valid: a running row finishes on
+        the old weights or the new ones, never fails. Raises UnknownModelError, RegistryError (the file
+        cannot be served) or ReloadConflict (other shapes); either way the old weights keep serving.
+        ARC rows added by adaptation jobs are replaced by the file's table."""
+        current = self.models.get(name)
+        if current is None:
+            raise UnknownModelError("any task", name, sorted(self.models))
+        fresh = self._read(name, current.path)
+        old_cfg, new_cfg = dataclasses.asdict(current.config), dataclasses.asdict(fresh.config)
+        differ = sorted(k for k in old_cfg if old_cfg[k] != new_cfg[k] and k != "halt_max_steps")
+        if fresh.task != current.task or differ:
+            what = f"task {fresh.task!r} instead of {current.task!r}" if fresh.task != current.task else (
+                "a different config: " + ", ".join(f"{k} {old_cfg[k]!r} -> {new_cfg[k]!r}" for k in differ))
+            raise ReloadConflict(f"{current.path} now holds {what}; model {name!r} keeps serving its weights "
+                                 "(a model of other shapes needs a restart)")
+        weights = fresh.model.state_dict()
+        with torch.inference_mode():  # warm: one step of the new weights on one row, outside the loop
+            fresh.model.eval()
+            carry = fresh.model.empty_carry(1)
+            ones = torch.ones(1, dtype=torch.bool, device=self.device)
+            _, out = fresh.model.step(fresh.model.reset_rows(carry, ones, carry.inputs, carry.puzzle_ids))
+            if not bool(torch.isfinite(out.logits).all()):
+                raise RegistryError(f"cannot serve model {name!r} from {current.path}: its weights give "
+                                    "non-finite outputs")
+
+        def swap() -> None:  # on the engine thread, between two steps
+            # in place: CUDA graphs captured on these tensors stay valid; the runner's copy and the
+            # registry's model may be one object or two (serving weights in another dtype)
+            for target in {id(m): m for m in (current.engine.runner.model, current.model)}.values():
+                with torch.no_grad():
+                    for key, tensor in target.state_dict().items():
+                        tensor.copy_(weights[key])
+                target.config = fresh.config
+            current.meta, current.arc_tasks, current.sha256 = fresh.meta, fresh.arc_tasks, fresh.sha256
+
+        current.worker.call_between_steps(swap, timeout_s)
+        logger.info("model %s: reloaded from %s (sha256 %s)", name, current.path, current.sha256)
+        return current
 
     def get(self, task: str, name: str | None = None) -> ServedModel:
         """The model `name` (or the task's default) if it serves `task`; else UnknownModelError."""

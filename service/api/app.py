@@ -34,7 +34,8 @@ from service.api.middleware import (
     ServerGuardMiddleware,
     problem_body,
 )
-from service.api.routes import arc, maze, page, stats, sudoku, system
+from service.api.routes import arc, maze, models, page, stats, sudoku, system
+from service.api.routes.models import publish_model_info
 from service.engine.estimate import DeadlineUnmeetable
 from service.engine.loop import WorkerClosedError
 from service.engine.scheduler import QueueFullError
@@ -42,7 +43,6 @@ from service.metrics import Metrics
 from service.registry import ModelRegistry, UnknownModelError
 from service.settings import Settings
 from service.tasks.submit import ClientGone, DeadlineExceeded, InvalidOptionsError, ServiceUnavailable
-from trm_core.checkpoint import file_sha256
 from trm_core.tasks import TaskInputError
 
 logger = logging.getLogger(__name__)
@@ -215,11 +215,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         if not registry.is_loaded:
             await asyncio.to_thread(registry.load)  # blocking torch work, off the event loop
         for m in registry.models.values():
-            sha256 = await asyncio.to_thread(file_sha256, m.path)
-            metrics.model_info.labels(m.name).info({
-                "task": m.task, "device": str(m.model.device), "num_params": str(m.model.num_trainable_params()),
-                "halt_max_steps": str(m.config.halt_max_steps), "num_slots": str(m.scheduler.num_slots),
-                "batching": m.scheduler.batching, "is_default": str(m.is_default).lower(), "sha256": sha256})
+            publish_model_info(metrics, m)  # its sha256 follows reloads (routes/models.py)
         for m in registry.models.values():
             m.on_finish = lambda r, m=m: metrics.observe_finish(m.name, m.task, r)
         registry.start(on_step=lambda m, report: metrics.observe_step(m.name, m.task, report))
@@ -259,7 +255,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
     app.state.guard, app.state.drain, app.state.drained = guard, drain, None
     _install_error_handlers(app)
     _openapi_matching_behaviour(app, settings)
-    for router in (sudoku.router, maze.router, arc.router, system.router, stats.router, page.router):
+    for router in (sudoku.router, maze.router, arc.router, models.router, system.router, stats.router, page.router):
         app.include_router(router)
     # Added innermost first: metrics sees every response (401, 413 and CORS preflights included);
     # the key is checked before the body is read; CORS headers go on 401s too.

@@ -233,10 +233,17 @@ class ModelInfo(BaseModel):
     device: str
     num_arc_tasks: int | None = Field(None, description="ARC: tasks the model was trained on")
     train: dict[str, Any] = Field(default_factory=dict, description="training summary from the checkpoint")
+    sha256: str | None = Field(None, description="SHA-256 of the checkpoint file the served weights came from")
 
 
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+
+
+class ReloadResponse(BaseModel):
+    model: ModelInfo = Field(description="the model as it serves now")
+    previous_sha256: str | None = Field(description="the checkpoint it served before the reload")
+    changed: bool = Field(description="the file's contents differ from what was served")
 
 
 class Health(BaseModel):

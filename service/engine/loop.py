@@ -40,6 +40,7 @@ class ModelWorker:
         self._is_stopping = False  # thread exits at the top of its loop
         self._snapshot = engine.scheduler.stats()  # stats as of the last completed step, submit or cancel
         self.num_failed_steps = 0
+        self._calls: list[tuple[Callable[[], None], threading.Event, list[BaseException]]] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -90,6 +91,31 @@ class ModelWorker:
                 self.scheduler.cancel(request_id, status)
             self._publish()
 
+    def call_between_steps(self, fn: Callable[[], None], timeout_s: float) -> None:
+        """Run `fn` on the loop thread between two steps (never during one) and wait for it; its
+        exception is raised here. Without a running thread (not started, stopped) it runs here."""
+        done, error = threading.Event(), []
+        with self._cond:
+            if not self.is_alive:
+                fn()
+                return
+            self._calls.append((fn, done, error))
+            self._cond.notify_all()
+        if not done.wait(timeout_s):
+            raise TimeoutError(f"model {self.name}: the engine loop did not reach a step boundary in {timeout_s}s")
+        if error:
+            raise error[0]
+
+    def _run_calls(self) -> None:
+        with self._cond:
+            calls, self._calls = self._calls, []
+        for fn, done, error in calls:
+            try:
+                fn()
+            except BaseException as e:  # handed to the caller, which raises it
+                error.append(e)
+            done.set()
+
     def _publish(self) -> None:
         """Snapshot the stats and wake everyone waiting on the condition. Call with the lock held."""
         self._snapshot = self.scheduler.stats()
@@ -116,11 +142,14 @@ class ModelWorker:
         logger.info("model %s: worker started (%d slots, %s batching)", self.name,
                     self.scheduler.num_slots, self.scheduler.batching)
         while True:
+            self._run_calls()  # between two steps: e.g. a reload's weight swap
             with self._cond:
                 while True:
                     if self._is_stopping:  # drain already waited; whatever is left gets aborted
                         logger.info("model %s: worker stopped", self.name)
                         return
+                    if self._calls:
+                        break
                     wait_s = self.scheduler.time_until_step()
                     if wait_s is None:
                         self._cond.wait()  # idle: sleep until a submit, cancel or stop notifies
@@ -128,6 +157,8 @@ class ModelWorker:
                         self._cond.wait(wait_s)  # hold a partial first batch so that it can fill up
                     else:
                         break
+                if self._calls:
+                    continue  # run them first, then decide again whether to step
             try:
                 report = self.engine.step()
             except Exception:

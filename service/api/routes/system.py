@@ -1,4 +1,4 @@
-"""GET /v1/models, /healthz, /readyz, /metrics: what is served and whether it can take requests.
+"""GET /healthz, /readyz, /metrics: whether the service can take requests (GET /v1/models: routes/models.py).
 
 /healthz, /readyz and /metrics never need the API key (probes and scrapers have none).
 """
@@ -7,24 +7,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.api.deps import ApiKeyDep, MetricsDep, RegistryDep
-from service.api.schemas import PROBLEM_RESPONSES, Health, ModelInfo, ModelsResponse
+from service.api.deps import MetricsDep, RegistryDep
+from service.api.schemas import PROBLEM_RESPONSES, Health
 from service.metrics import CONTENT_TYPE_LATEST
 from service.tasks.submit import ServiceUnavailable
 
 router = APIRouter(tags=["system"])
-
-
-@router.get("/v1/models", response_model=ModelsResponse, dependencies=[ApiKeyDep],
-            responses={401: PROBLEM_RESPONSES[401]})
-async def list_models(registry: RegistryDep) -> ModelsResponse:
-    """The served models: name, task, whether it is the task's default, size and slots."""
-    return ModelsResponse(models=[
-        ModelInfo(name=m.name, task=m.task, is_default=m.is_default, num_params=m.model.num_trainable_params(),
-                  halt_max_steps=m.config.halt_max_steps, grid=list(m.grid_shape), num_slots=m.scheduler.num_slots,
-                  device=str(m.model.device), num_arc_tasks=len(m.arc_tasks) if m.task == "arc" else None,
-                  train=m.meta.get("train") if isinstance(m.meta.get("train"), dict) else {})
-        for m in registry.models.values()])
 
 
 @router.get("/healthz", response_model=Health)
