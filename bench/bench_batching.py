@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from service.engine.core import Engine
-from service.engine.loop import ModelWorker
+from service.engine.loop import EngineLoop
 from service.engine.scheduler import Request
 from trm_core import TRM, TRMConfig, load_checkpoint, save_checkpoint
 
@@ -67,11 +67,11 @@ def _percentile(xs: list[float], q: float) -> float:
 
 
 def run_scheduler(model: TRM, workload: list, batching: str, slots: int, max_wait_s: float) -> dict[str, float]:
-    """Drive the real Scheduler + ModelWorker thread; arrivals are paced by this thread."""
+    """Drive the real Scheduler + EngineLoop thread; arrivals are paced by this thread."""
     engine = Engine.for_model(model, slots, max_queue=len(workload), batching=batching, max_wait_s=max_wait_s)
     engine.warmup(2)
     scheduler = engine.scheduler
-    worker = ModelWorker(batching, engine)
+    worker = EngineLoop(batching, engine)
     done = threading.Event()
     latencies: list[float] = []
     lock = threading.Lock()

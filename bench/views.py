@@ -86,7 +86,7 @@ def run(model: Path, data: Path, limit: int, views_list: list[int], haltings: li
 def fairness(model: Path, data: Path, slots: int, max_view_rows: int, max_steps: int) -> dict:
     import threading
 
-    from service.engine.loop import ModelWorker
+    from service.engine.loop import EngineLoop
     from service.engine.scheduler import Request
 
     rows = read_puzzle_csv(data, limit=21)
@@ -94,7 +94,7 @@ def fairness(model: Path, data: Path, slots: int, max_view_rows: int, max_steps:
 
     def batch_time(with_group: bool) -> dict:
         served = load_served(model, num_slots=slots, max_queue=4096)
-        worker = ModelWorker("bench", served.engine)
+        worker = EngineLoop("bench", served.engine)
         worker.start()
         done = threading.Event()
         finished: list[Request] = []

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from service.engine.core import Engine
-from service.engine.loop import ModelWorker
+from service.engine.loop import EngineLoop
 from service.engine.scheduler import Scheduler, SchedulerStats, StepReport
 from service.settings import Settings
 from trm_core import TRM, CheckpointFormatError, TRMConfig, load_checkpoint
@@ -68,7 +68,7 @@ class ServedModel:
     model: TRM
     meta: dict[str, Any]
     engine: Engine
-    worker: ModelWorker
+    worker: EngineLoop
     is_default: bool = False
     arc_tasks: dict[str, list[ArcVersion]] = field(default_factory=dict)  # task fingerprint -> versions
     on_finish: Callable[[Any], None] | None = None  # sees every finished scheduler request (metrics)
@@ -208,7 +208,7 @@ class ModelRegistry:
                                          max_wait_s=s.max_wait_s, stall_steps=s.stall_steps,
                                          runner_options={"cpu_chunk_rows": s.cpu_chunk_rows,
                                                          "cuda_graphs": s.cuda_graphs})
-        served.worker = ModelWorker(name, served.engine)
+        served.worker = EngineLoop(name, served.engine)
         return served
 
     def start(self, on_step: Callable[[ServedModel, StepReport], None] | None = None) -> None:

@@ -18,7 +18,6 @@ from service.engine.scheduler import (
     RequestStatus,
     Scheduler,
     SchedulerOutput,
-    SchedulerStats,
     StepReport,
 )
 from service.engine.step_times import row_buckets
@@ -91,6 +90,3 @@ class Engine:
             self.runner.execute(sched)
             self.scheduler.step_times.record(rows, time.perf_counter() - t0)
         self.runner.reset()  # the pool is idle again, as warm-up leaves it
-
-    def stats(self) -> SchedulerStats:
-        return self.scheduler.stats()

@@ -27,7 +27,7 @@ class WorkerClosedError(RuntimeError):
     """The worker is draining or stopped and takes no new requests (HTTP 503)."""
 
 
-class ModelWorker:
+class EngineLoop:
     """Owns the stepping thread of one model's engine."""
 
     def __init__(self, name: str, engine: Engine,
@@ -120,9 +120,6 @@ class ModelWorker:
         """Snapshot the stats and wake everyone waiting on the condition. Call with the lock held."""
         self._snapshot = self.scheduler.stats()
         self._cond.notify_all()
-
-    def stats(self) -> SchedulerStats:
-        return self.scheduler.stats()
 
     def wait_until(self, predicate: Callable[[SchedulerStats], bool], timeout_s: float) -> bool:
         """Block until `predicate(stats)` holds (re-checked after every step and submit) or timeout."""

@@ -142,8 +142,3 @@ class Request:
     def views_run(self) -> int:
         """Views that got a slot (a group that finished early never ran the rest)."""
         return self.next_view
-
-    @property
-    def slot(self) -> int | None:
-        """The slot of a one-row request while it runs (None otherwise)."""
-        return self.slots[0] if self.slots else None

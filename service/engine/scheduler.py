@@ -119,10 +119,6 @@ class SchedulerStats:
     def mean_occupancy(self) -> float:
         return self.occupancy_sum / self.num_steps if self.num_steps else 0.0
 
-    @property
-    def mean_step_s(self) -> float | None:
-        return self.busy_s / self.num_steps if self.num_steps else None
-
 
 @dataclass(eq=False)
 class _Row:

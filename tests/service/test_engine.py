@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from service.engine.core import Engine
-from service.engine.loop import ModelWorker, WorkerClosedError
+from service.engine.loop import EngineLoop, WorkerClosedError
 from service.engine.scheduler import Request, RequestStatus
 from tests.service.conftest import make_model, sudoku_puzzles
 from trm_core.tasks import sudoku
@@ -105,14 +105,14 @@ def test_verified_group_stops_at_the_first_view_whose_mapped_back_answer_passes(
     e.scheduler.add_request(g)
     e.run_until_idle()
     assert finished == [g] and (g.view, g.steps, g.halt_reason, g.answer) == (target_view, 2, "verified", target)
-    assert g.row_steps <= 4 * 2 and e.stats().num_running == 0
+    assert g.row_steps <= 4 * 2 and e.scheduler.stats().num_running == 0
 
 
 def test_a_failed_step_aborts_its_requests_and_the_worker_carries_on(model):
     finished: list[Request] = []
     bad = Request(request_id="bad", inputs=torch.full((81,), 99), max_steps=2, halting="fixed",
                   on_finish=finished.append)  # token 99 is outside the vocabulary: the embedding fails
-    worker = ModelWorker("sudoku", Engine.for_model(model, 2, max_queue=4))
+    worker = EngineLoop("sudoku", Engine.for_model(model, 2, max_queue=4))
     worker.start()
     worker.submit([bad])
     assert worker.wait_until(lambda s: s.num_running == 0 and s.num_waiting == 0, 10)
@@ -127,7 +127,7 @@ def test_a_failed_step_aborts_its_requests_and_the_worker_carries_on(model):
 
 def test_drain_finishes_in_flight_requests(model):
     finished: list[Request] = []
-    worker = ModelWorker("sudoku", Engine.for_model(model, 2, max_queue=8))
+    worker = EngineLoop("sudoku", Engine.for_model(model, 2, max_queue=8))
     worker.start()
     worker.submit([make_request(i, 3 + i, finished=finished) for i in range(5)])
     assert worker.drain(30)
@@ -149,7 +149,7 @@ def test_warmup_seeds_the_step_times_of_every_bucket_and_leaves_the_pool_idle(mo
     e.warmup(1)
     assert sorted(e.scheduler.step_times.snapshot()) == [1, 2, 3, 4, 5, 8]  # half a bucket + 1, and the bucket
     assert all(e.scheduler.step_times.step_s(n) > 0 for n in range(1, 9))
-    assert e.stats().num_steps == 0 and int(e.runner.carry.steps.sum()) == 0  # no request saw a warm-up step
+    assert e.scheduler.stats().num_steps == 0 and int(e.runner.carry.steps.sum()) == 0  # no request saw a warm-up step
     ref = alone(model, make_request(0, 3))
     e.scheduler.add_request(r := make_request(0, 3))
     e.run_until_idle()
