@@ -16,29 +16,22 @@ measured count is taken as flat below it and linear above it (an upper bound for
 bucket with none borrows from the nearest measured bucket, scaled linearly from below or flat from
 above (again an upper bound).
 
-Plain data and arithmetic, no torch: the scheduler holds one and its tests feed it recorded times.
+Plain data and arithmetic, no model: the scheduler holds one and its tests feed it recorded times.
 """
 
 from __future__ import annotations
 
 import threading
 
+from service.engine.stepper import row_buckets  # the CUDA stepper's graph buckets: 1, 2, 4, ..., the pool
+
 __all__ = ["StepTimes", "bucket_of", "row_buckets"]
 
 ALPHA = 0.2  # weight of a new measurement of a row count (about the last five steps of that count)
 
 
-def row_buckets(num_slots: int) -> list[int]:
-    """1, 2, 4, ... up to (and always including) the pool size: the CUDA stepper's graph buckets."""
-    out, b = [], 1
-    while b < num_slots:
-        out.append(b)
-        b *= 2
-    return out + [num_slots]
-
-
 def bucket_of(rows: int, num_slots: int) -> int:
-    """The smallest bucket that holds `rows` rows."""
+    """The smallest bucket of `row_buckets(num_slots)` that holds `rows` rows (the pool for more)."""
     b = 1
     while b < rows:
         b *= 2
