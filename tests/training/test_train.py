@@ -120,9 +120,10 @@ def test_init_from_starts_a_new_run_from_exported_weights_and_resume_ignores_it(
     source.train()
     weights = tmp_path / "a.safetensors"
     save_checkpoint(source.model, weights)
-    # another recursion depth is allowed: the weights do not depend on it
+    # deeper recursion is allowed: the weights do not depend on it
     cfg = _cfg(tmp_path / "b", init_from=str(weights), max_steps=2)
-    cfg = TrainConfig(model=cfg.model.replace(halt_max_steps=6), data=cfg.data, optim=cfg.optim, run=cfg.run)
+    cfg = TrainConfig(model=cfg.model.replace(halt_max_steps=6, L_cycles=cfg.model.L_cycles + 1), data=cfg.data,
+                      optim=cfg.optim, run=cfg.run)
     warm = Trainer(cfg, DistInfo())
     for name, t in source.model.state_dict().items():
         assert torch.equal(warm.model.state_dict()[name], t), name
@@ -135,5 +136,5 @@ def test_init_from_starts_a_new_run_from_exported_weights_and_resume_ignores_it(
     wider = _cfg(tmp_path / "c", init_from=str(weights))
     wider = TrainConfig(model=wider.model.replace(hidden_size=wider.model.hidden_size * 2), data=wider.data,
                         optim=wider.optim, run=wider.run)
-    with pytest.raises(ConfigError, match="only halt_max_steps may differ"):
+    with pytest.raises(ConfigError, match="only the recursion counts"):
         Trainer(wider, DistInfo())
