@@ -174,8 +174,8 @@ def test_views_option_and_live_panel(page, server):
 
 @pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
 def test_layout_fits_the_viewport(browser, server, width, height):
-    """No horizontal scrolling at desktop and phone widths. With WEB_SCREENSHOTS_DIR set, the README's
-    screenshots are written there (a real puzzle the bundled model solves, mid-replay)."""
+    """No horizontal scrolling at desktop and phone widths. With WEB_SCREENSHOTS_DIR set, the
+    screenshots of README.md and docs/api.md are written there (a real puzzle the bundled model solves, mid-replay)."""
     context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
     page = context.new_page()
     page.goto(server + "/")

@@ -1,4 +1,4 @@
-"""The README's "Halting on the bundled model" numbers, re-measured by bench/halting.py."""
+"""The halting table of docs/views.md ("Halting modes"), re-measured by bench/halting.py."""
 
 from __future__ import annotations
 
