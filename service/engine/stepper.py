@@ -248,7 +248,9 @@ class BucketedStep:
             graph = torch.cuda.CUDAGraph()
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
-            with torch.cuda.graph(graph, pool=self._pool):
+            # an explicit capture stream on `dev`: torch.cuda.graph's default one is created once per
+            # process, on whichever device was current at the first capture
+            with torch.cuda.graph(graph, pool=self._pool, stream=side):
                 out_carry, out = self.model.step(static)
 
         def replay() -> tuple[Carry, StepOutput]:
