@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from service.engine.core import Engine
+from service.engine.device import warn_cpu_fallback
 from service.engine.loop import ModelWorker
 from service.engine.scheduler import Scheduler, SchedulerStats, StepReport
 from service.settings import Settings
@@ -157,6 +158,7 @@ class ModelRegistry:
             raise RegistryError("no models to serve: set TRM_MODELS=name=path.safetensors[,...] "
                                 "(no bundled checkpoints found in trm_core/pretrained)")
         self.device = resolve_device(s.device)
+        warn_cpu_fallback(s.device, self.device)  # the CUDA image without a GPU: loud, and a gauge (metrics)
         if s.torch_threads:
             torch.set_num_threads(s.torch_threads)
         for name, path in specs:

@@ -35,6 +35,7 @@ from service.api.middleware import (
     problem_body,
 )
 from service.api.routes import arc, maze, page, stats, sudoku, system
+from service.engine.device import is_cpu_fallback
 from service.engine.estimate import DeadlineUnmeetable
 from service.engine.loop import WorkerClosedError
 from service.engine.scheduler import QueueFullError
@@ -208,6 +209,8 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
     registry = registry if registry is not None else ModelRegistry(settings)
     metrics = Metrics(settings.max_steps_limit)
     metrics.watch_schedulers(registry.scheduler_stats)
+    metrics.watch_device(lambda: [(m.name, m.engine.runner.graph_report()) for m in registry.models.values()],
+                         lambda: registry.device is not None and is_cpu_fallback(settings.device, registry.device))
     guard = ServerGuard(max_connections=settings.max_connections)
 
     @asynccontextmanager

@@ -230,6 +230,9 @@ class ModelInfo(BaseModel):
     device: str
     num_arc_tasks: int | None = Field(None, description="ARC: tasks the model was trained on")
     train: dict[str, Any] = Field(default_factory=dict, description="training summary from the checkpoint")
+    cuda_graphs: dict[str, list[int]] | None = Field(
+        None, description="CUDA graphs per row bucket: {captured: [...], fallback: [...]} (fallback: buckets "
+                          "whose replay failed the start-up self-check and step eagerly); null when not used")
 
 
 class ModelsResponse(BaseModel):

@@ -35,6 +35,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from safetensors.torch import load_file, save_file
 
+from service.engine.device import side_stream
 from service.metrics import Metrics
 from service.registry import ArcVersion, ModelRegistry, ServedModel
 from service.settings import Settings
@@ -157,9 +158,10 @@ class _ModelJobs:
 
         served = self.served
         try:
-            res = adapt_task(served.model, job.task, job.config,
-                             progress=lambda p: setattr(job, "progress", p),
-                             should_stop=lambda: job.cancel_requested or self.owner.is_closed)
+            with side_stream(served.model.device):  # CUDA: not on the serving steps' stream
+                res = adapt_task(served.model, job.task, job.config,
+                                 progress=lambda p: setattr(job, "progress", p),
+                                 should_stop=lambda: job.cancel_requested or self.owner.is_closed)
             if res.stopped == "cancelled":
                 job.state = CANCELLED
             else:

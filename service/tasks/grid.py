@@ -17,6 +17,7 @@ import torch
 from starlette.requests import Request as HttpRequest
 
 from service.api.schemas import SolveOptions
+from service.engine.rulecheck import TaskRule
 from service.engine.scheduler import Request, RequestStatus
 from service.metrics import Metrics
 from service.registry import ModelRegistry, ServedModel
@@ -86,8 +87,9 @@ def parse_all(task: GridTask, items: list[Any], locs: list[tuple], served: Serve
 
 
 def _accept(task: GridTask, served: ServedModel, puzzle: Any) -> Callable[[list[int]], bool]:
-    """Verified halting: the row stops as soon as its answer breaks no rule."""
-    return lambda tokens: not task.verify(puzzle, task.decode(tokens, served))
+    """Verified halting: the row stops as soon as its answer breaks no rule (a `TaskRule`: the runner's
+    batched check on the device runs first, this only for the rows that pass it)."""
+    return TaskRule(lambda tokens: not task.verify(puzzle, task.decode(tokens, served)))
 
 
 def build_row(task: GridTask, served: ServedModel, grid: Any, halting: str, num_views: int) -> RowSpec:

@@ -23,7 +23,8 @@ async def list_models(registry: RegistryDep) -> ModelsResponse:
         ModelInfo(name=m.name, task=m.task, is_default=m.is_default, num_params=m.model.num_trainable_params(),
                   halt_max_steps=m.config.halt_max_steps, grid=list(m.grid_shape), num_slots=m.scheduler.num_slots,
                   device=str(m.model.device), num_arc_tasks=len(m.arc_tasks) if m.task == "arc" else None,
-                  train=m.meta.get("train") if isinstance(m.meta.get("train"), dict) else {})
+                  train=m.meta.get("train") if isinstance(m.meta.get("train"), dict) else {},
+                  cuda_graphs=m.engine.runner.graph_report())
         for m in registry.models.values()])
 
 
