@@ -11,7 +11,7 @@ import re
 import pytest
 
 from service.api.routes.page import STATIC_DIR
-from service.stats import RecentRequests
+from service.traffic import RecentRequests
 from tests.conftest import DATA
 from tests.service.conftest import make_settings, serve, small_arc_tasks, sudoku_puzzles
 from trm_core.tasks import sudoku
