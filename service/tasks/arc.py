@@ -23,19 +23,17 @@ from typing import Any
 from service.engine.scheduler import Request
 from service.registry import ArcVersion, LoadedModel
 from service.tasks.admission import check_capacity, validate
-from service.tasks.errors import Loc
 from service.tasks.options import Items, RequestOptions, SolveContext, resolve_options
 from service.tasks.submit import Disconnected, RowSpec, run_rows
 from trm_core.tasks import TaskInputError, arc
 from trm_core.tasks.arc_vote import ArcVoter, sigmoid
 
 
-def _match_tasks(served: LoadedModel, items: list[Any],
-                 locs: list[Loc]) -> list[tuple[arc.ArcTask, list[ArcVersion]]]:
+def _match_tasks(served: LoadedModel, items: Items) -> list[tuple[arc.ArcTask, list[ArcVersion]]]:
     """Parse every task and find its versions; one TaskInputError with all problems otherwise."""
     canvas = served.grid_shape[0]
     matched, errors = [], []
-    for obj, loc in zip(items, locs, strict=True):
+    for obj, loc in zip(items.values, items.locs(), strict=True):
         try:
             task = arc.parse_task(obj, loc=loc, max_size=canvas)
         except TaskInputError as e:
@@ -117,7 +115,7 @@ async def solve_arc(ctx: SolveContext, options: RequestOptions, items: Items, *,
     served = ctx.registry.get("arc", options.model)
     opts = resolve_options(options, served, ctx.settings, can_verify=False)
     check_capacity(len(items), served, items.field)  # every task needs a row: refuse before matching
-    matched = await validate(_match_tasks, served, items.values, items.locs, num_items=len(items))
+    matched = await validate(_match_tasks, served, items, num_items=len(items))
     finished = await run_rows(served, _rows(matched, served.grid_shape[0]), opts, t0=t0, metrics=ctx.metrics,
                               disconnected=disconnected)
     results, start = [], 0

@@ -96,6 +96,10 @@ def parse_all(task: GridTask, items: list[Any], locs: list[Loc], model: LoadedMo
     return grids
 
 
+def _parse_items(task: GridTask, items: Items, model: LoadedModel) -> list[Any]:
+    return parse_all(task, items.values, items.locs(), model)
+
+
 def _accept(task: GridTask, model: LoadedModel, puzzle: Any) -> Callable[[list[int]], bool]:
     """Verified halting: the row stops as soon as its answer breaks no rule."""
     return lambda tokens: not task.verify(puzzle, task.decode(tokens, model))
@@ -150,7 +154,7 @@ async def solve_grid(ctx: SolveContext, task: GridTask, options: RequestOptions,
     served = ctx.registry.get(task.name, options.model)
     opts = resolve_options(options, served, ctx.settings, can_verify=True)
     check_capacity(len(items), served, items.field)  # before parsing: an oversized batch costs nothing
-    grids = await validate(parse_all, task, items.values, items.locs, served, num_items=len(items))
+    grids = await validate(_parse_items, task, items, served, num_items=len(items))
     rows = [build_row(task, served, g, opts.halting, opts.views) for g in grids]
     try:
         finished = await run_rows(served, rows, opts, t0=t0, metrics=ctx.metrics, disconnected=disconnected)
@@ -161,7 +165,7 @@ async def solve_grid(ctx: SolveContext, task: GridTask, options: RequestOptions,
                    for g, r in zip(grids, e.requests, strict=True)]
         for result in partial:
             _answered(ctx.metrics, served, task, result)
-        raise DeadlineExceeded(e.timeout_s, e.requests, list(zip(items.locs, partial, strict=True))) from None
+        raise DeadlineExceeded(e.timeout_s, e.requests, list(zip(items.locs(), partial, strict=True))) from None
     results = [build_result(task, served, g, r, t0) for g, r in zip(grids, finished, strict=True)]
     for result in results:
         _answered(ctx.metrics, served, task, result)

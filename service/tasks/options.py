@@ -59,23 +59,26 @@ def resolve_options(opts: RequestOptions, model: LoadedModel, settings: Settings
 
 @dataclass(frozen=True)
 class Items:
-    """The puzzles (or ARC tasks) of one request, each with its location in the request."""
+    """The puzzles (or ARC tasks) of one request: one under `names[0]`, or a batch under `names[1]`."""
 
     values: list[Any]
-    locs: list[Loc]
+    names: tuple[str, str]
     is_batch: bool
 
     @classmethod
     def of(cls, single: Any, batch: list[Any] | None, names: tuple[str, str]) -> Items:
-        """One item under `names[0]`, or a batch under `names[1]` (when `batch` is not None)."""
-        if batch is None:
-            return cls([single], [(names[0],)], False)
-        return cls(list(batch), [(names[1], i) for i in range(len(batch))], True)
+        """One item (when `batch` is None) or the batch."""
+        return cls([single], names, False) if batch is None else cls(batch, names, True)
 
     @property
     def field(self) -> Loc:
         """Where the items sit: `("puzzle",)` or `("puzzles",)`."""
-        return self.locs[0][:1]
+        return (self.names[1],) if self.is_batch else (self.names[0],)
+
+    def locs(self) -> list[Loc]:
+        """Each item's location, `("puzzles", i)`; built only once a batch is known to fit (one tuple per
+        item: for a 10,000-item body refused at once, building them cost more than the rest)."""
+        return [(self.names[1], i) for i in range(len(self.values))] if self.is_batch else [(self.names[0],)]
 
     def __len__(self) -> int:
         return len(self.values)
