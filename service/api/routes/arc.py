@@ -49,14 +49,21 @@ async def solve_arc_task(body: ArcSolveRequest, ctx: SolveContextDep, t0: Arriva
     return await solve_arc(ctx, body.options(), body.items(), t0=t0, disconnected=disconnected)
 
 
+# OpenAPI links: the job a POST created is what GET and DELETE take (clients and fuzzers follow them).
+_JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}} for name, op in (
+    ("GetJob", "get_adapt_job_v1_arc_tasks__job_id__get"),
+    ("CancelJob", "cancel_adapt_job_v1_arc_tasks__job_id__delete"))}
+
+
 def _job_response(job: Job, status: int) -> JSONResponse:
     return JSONResponse(ArcAdaptJob(**job.to_json()).model_dump(), status_code=status,
                         headers={"Location": f"/v1/arc/tasks/{job.id}"})
 
 
 @router.post("/tasks", status_code=202, response_model=ArcAdaptJob,
-             responses={**PROBLEM_RESPONSES, 200: {"model": ArcAdaptJob, "description": "the model already answers "
-                                                   "this task (or a job for it is under way): no new job"}})
+             responses={**PROBLEM_RESPONSES, 202: {"links": _JOB_LINKS},
+                        200: {"model": ArcAdaptJob, "links": _JOB_LINKS, "description": "the model already answers "
+                              "this task (or a job for it is under way): no new job"}})
 async def create_adapt_job(body: ArcAdaptRequest, registry: RegistryDep, jobs: AdaptJobsDep) -> Any:
     """Start adapting a model to an ARC task it has never seen (202 + `Location` of the job).
 
