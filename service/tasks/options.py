@@ -1,8 +1,9 @@
 """A solve request as the task layer sees it: its items, what the caller asked for, what the server will run.
 
 `RequestOptions` is the caller's side (None = the server's default), built by the HTTP layer from
-its body schema or by `trm solve` from its flags. `resolve_options` fills the defaults from the
-settings and the model and refuses what the server will not run, naming the option and the limit.
+its body schema. `resolve_options` fills the defaults from the settings and the model and refuses
+what the server will not run, naming the option and the limit; `trm solve` builds the resolved
+options from its flags directly (its limits are the user's own).
 """
 
 from __future__ import annotations
