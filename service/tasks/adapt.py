@@ -15,7 +15,7 @@ checkpoint's sha256) and installed again on the next start, and the job records 
 them (service/tasks/adapt_records.py): a restart keeps finished jobs and queues the queued ones
 again. Finished jobs are kept TRM_ADAPT_TTL_S.
 
-Not here: the training recipe (training/adapt.py), HTTP status mapping (routes/arc.py, app.py).
+Not here: the training recipe (training/adapt.py), HTTP status mapping (service/api/errors.py).
 """
 
 from __future__ import annotations
@@ -397,7 +397,7 @@ class AdaptJobs:
                     job.cancel_requested = True
         return job
 
-    # ---- metrics -------------------------------------------------------------------------------
+    # ---- state changes and metrics -------------------------------------------------------------
     def on_state(self, job: Job) -> None:
         """A job changed state: count it when finished, and record it (TRM_ADAPT_DIR)."""
         if job.is_finished and self.jobs_total is not None:
