@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from service.engine.scheduler import Request, RequestStatus, SchedulerStats, StepReport
-from service.stats import RecentRequests
+from service.traffic import RecentRequests
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST", "step_buckets"]
 

@@ -1,9 +1,13 @@
-"""The served models: load each checkpoint once, warm it up, one scheduler + worker thread per model.
+"""The served models: load each checkpoint once, warm it up, one engine + loop thread per model.
 
 Models are chosen per request by name (`TRM_MODELS` entry "name=path", or the file stem); the
 first model listed for a task is its default. A checkpoint that cannot be served (missing file,
 wrong format, a task without a codec, a config the codec cannot fill, a bad ARC table) stops
 start-up with one `RegistryError` line that names the model, the file and the problem.
+
+`load_model` (checkpoint -> checked `LoadedModel`) and `build_engine` are the one way to make a
+model runnable; `trm solve` (service/tasks/offline.py) uses them too, and steps the engine itself
+instead of starting a loop thread.
 
 Not here: HTTP, codecs, asyncio. `ModelRegistry.load()` blocks (the CLI calls it before uvicorn
 starts; the app lifespan calls it in a thread when the CLI did not).
@@ -55,32 +59,40 @@ class ArcVersion:
     aug: ArcAug  # colour permutation then dihedral transform, as the builder applied it
 
 
-@dataclass
-class ServedModel:
+@dataclass(kw_only=True)
+class LoadedModel:
+    """A checkpoint that passed every check: its model, metadata and (ARC) task table."""
+
     name: str
     path: Path
     task: str
     model: TRM
     meta: dict[str, Any]
-    engine: Engine
-    worker: ModelWorker
-    is_default: bool = False
     arc_tasks: dict[str, list[ArcVersion]] = field(default_factory=dict)  # task fingerprint -> versions
-    on_finish: Callable[[Any], None] | None = None  # sees every finished scheduler request (metrics)
 
     @property
     def config(self) -> TRMConfig:
         return self.model.config
 
     @property
-    def scheduler(self) -> Scheduler:
-        return self.engine.scheduler
-
-    @property
     def grid_shape(self) -> tuple[int, int]:
         """Rows and columns of the model's grid (its canvas for ARC)."""
         cfg = self.config
         return grid_shape(cfg.seq_len, cfg.grid_height, cfg.grid_width)
+
+
+@dataclass(kw_only=True)
+class ServedModel(LoadedModel):
+    """A loaded model with its engine and the thread that steps it."""
+
+    engine: Engine
+    worker: ModelWorker
+    is_default: bool = False
+    on_finish: Callable[[Any], None] | None = None  # sees every finished scheduler request (metrics)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.engine.scheduler
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,6 +145,35 @@ def _parse_arc_table(raw: Any, num_ids: int, keep: int) -> dict[str, list[ArcVer
     return table
 
 
+def load_model(name: str, path: Path, settings: Settings, device: torch.device | str | None = None) -> LoadedModel:
+    """Load a checkpoint and check that it can be served: a task with a codec, a config the codec can
+    fill, a valid ARC table. Raises RegistryError naming the model, the file and the problem."""
+    try:
+        model, meta = load_checkpoint(path, device=device)
+        task = str(meta.get("task") or model.config.task)
+        if task not in TASK_NAMES:
+            raise ValueError(f"task {task!r} has no codec; served tasks: {', '.join(TASK_NAMES)}")
+        cfg = model.config
+        check_model_shape(task, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, grid_height=cfg.grid_height,
+                          grid_width=cfg.grid_width)
+        arc_tasks = {}
+        if task == "arc":
+            # pop: the raw table can be tens of MB and is not needed once parsed
+            arc_tasks = _parse_arc_table(meta.pop("arc_tasks", None), cfg.num_puzzle_identifiers,
+                                         settings.arc_max_versions)
+    except (FileNotFoundError, CheckpointFormatError, ValueError, OSError) as e:
+        raise RegistryError(f"cannot serve model {name!r} from {path}: {e}") from e
+    return LoadedModel(name=name, path=Path(path), task=task, model=model, meta=meta, arc_tasks=arc_tasks)
+
+
+def build_engine(loaded: LoadedModel, settings: Settings) -> Engine:
+    """The model's engine with the settings' pool, queue and batching."""
+    s = settings
+    return Engine.for_model(loaded.model, s.max_batch, s.max_queue, batching=s.batching, max_wait_s=s.max_wait_s,
+                            stall_steps=s.stall_steps,
+                            runner_options={"cpu_chunk_rows": s.cpu_chunk_rows, "cuda_graphs": s.cuda_graphs})
+
+
 class ModelRegistry:
     """All served models of one app."""
 
@@ -174,29 +215,9 @@ class ModelRegistry:
         self.is_loaded = True
 
     def _load_one(self, name: str, path: Path) -> ServedModel:
-        s = self.settings
-        try:
-            model, meta = load_checkpoint(path, device=self.device)
-            task = str(meta.get("task") or model.config.task)
-            if task not in TASK_NAMES:
-                raise ValueError(f"task {task!r} has no codec; served tasks: {', '.join(TASK_NAMES)}")
-            served = ServedModel(name=name, path=path, task=task, model=model, meta=meta,
-                                 engine=None, worker=None)  # type: ignore[arg-type]  # set below
-            cfg = model.config
-            check_model_shape(task, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, grid_height=cfg.grid_height,
-                              grid_width=cfg.grid_width)
-            if task == "arc":
-                # pop: the raw table can be tens of MB and is not needed once parsed
-                served.arc_tasks = _parse_arc_table(meta.pop("arc_tasks", None), model.config.num_puzzle_identifiers,
-                                                    s.arc_max_versions)
-        except (FileNotFoundError, CheckpointFormatError, ValueError, OSError) as e:
-            raise RegistryError(f"cannot serve model {name!r} from {path}: {e}") from e
-        served.engine = Engine.for_model(model, s.max_batch, s.max_queue, batching=s.batching,
-                                         max_wait_s=s.max_wait_s, stall_steps=s.stall_steps,
-                                         runner_options={"cpu_chunk_rows": s.cpu_chunk_rows,
-                                                         "cuda_graphs": s.cuda_graphs})
-        served.worker = ModelWorker(name, served.engine)
-        return served
+        loaded = load_model(name, path, self.settings, self.device)
+        engine = build_engine(loaded, self.settings)
+        return ServedModel(**vars(loaded), engine=engine, worker=ModelWorker(name, engine))
 
     def start(self, on_step: Callable[[ServedModel, StepReport], None] | None = None) -> None:
         """Start one worker thread per model; the registry is ready afterwards."""

@@ -21,13 +21,14 @@ from typing import Any, TextIO
 import torch
 from tqdm import tqdm
 
+from service.registry import RegistryError
 from service.settings import bundled_models
-from service.tasks.grid import MAZE, SUDOKU, GridTask
+from service.tasks.grid import GRID_TASKS, GridTask, parse_all
 from service.tasks.offline import load_served, solve_grids
 from trm_core.tasks import TaskInputError
 from trm_core.tasks.puzzle_csv import iter_puzzle_csv
 
-TASKS = {"sudoku": SUDOKU, "maze": MAZE}
+TASKS = GRID_TASKS
 
 
 def _say(line: str) -> None:
@@ -73,21 +74,13 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     raw = read_puzzles(args.task, args.puzzle)
     if args.limit:
         raw = raw[:args.limit]
-    h, w = served.grid_shape
-    grids, errors = [], []
-    for i, obj in enumerate(raw):
-        obj = _maze_from_csv_text(obj, h, w) if args.task == "maze" else obj
-        try:
-            grid = task.parse(obj, ("puzzle", i), served)
-            reason = task.unsolvable(grid)
-            if reason is not None:
-                raise TaskInputError.single(("puzzle", i), reason)
-            grids.append(grid)
-        except TaskInputError as e:
-            errors += [f"puzzle {i}: {msg}" for _, msg in e.errors]
-    if errors:
-        for msg in errors[:20]:
-            _say(f"trm solve: {msg}")
+    if args.task == "maze":
+        raw = [_maze_from_csv_text(obj, *served.grid_shape) for obj in raw]
+    try:  # the server's validation: every puzzle parsed and checked for a solution before any runs
+        grids = parse_all(task, raw, [("puzzle", i) for i in range(len(raw))], served)
+    except TaskInputError as e:
+        for loc, msg in e.errors[:20]:
+            _say(f"trm solve: puzzle {loc[1]}: {msg}")
         return 2
     solved = 0
     results: Iterator[dict] = solve_grids(served, task, grids, halting=args.halting, max_steps=args.max_steps,
@@ -136,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.output, "w") as out:
                 return run(args, out)
         return run(args, sys.stdout)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RegistryError) as e:
         _say(f"trm solve: error: {e}")
         return 2
 

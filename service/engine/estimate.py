@@ -31,9 +31,12 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from service.engine.scheduler import SchedulerStats
-from service.registry import ServedModel
+
+if TYPE_CHECKING:  # annotations only: the engine never imports the registry at run time
+    from service.registry import ServedModel
 
 RETRY_AFTER_MAX_S = 60
 HEADROOM = 1.25  # shed when the estimate exceeds the budget / HEADROOM: step times jitter on a shared host
