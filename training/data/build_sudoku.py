@@ -4,7 +4,14 @@ Recipe (`dataset/build_sudoku_dataset.py`): train = N puzzles drawn without repl
 (default 1000) x (1 original + K augmentations, default 1000), each augmentation its own puzzle
 with one example, the original plus its augmentations one group; test = the test CSV without
 augmentation. Tokens: blank 1, digit d -> d + 1; labels = the full solution. Every puzzle id is
-0 (one shared embedding). Unlike the original this is seeded, so a build is reproducible.
+0 (one shared embedding).
+
+The original draws from numpy's global legacy stream without seeding it; this builder draws the
+same calls in the same order from `np.random.RandomState(seed)` (the subsample, then per
+training puzzle per augmentation the digit permutation, the transpose coin, the band order and
+rows, the stack order and columns), so its arrays equal the original's run after
+`np.random.seed(seed)` (values equal; the original stores augmented train arrays as int64, ours
+uint8). `test_limit` (ours) draws after everything the original draws.
 
 The augmentation is the original `shuffle_sudoku` as `trm_core.tasks.augment.SudokuAugBatch`
 (many puzzles at once); the CSV reader is `trm_core.tasks.puzzle_csv.read_sudoku_csv`.
@@ -43,15 +50,19 @@ class SudokuBuildConfig:
     seed: int = 0
 
 
-def random_sudoku_augs(rng: np.random.Generator, n: int) -> SudokuAugBatch:
-    """n random Sudoku symmetries, drawn as the original `shuffle_sudoku` does (seeded by `rng`)."""
-    digits = rng.permuted(np.tile(np.arange(1, 10), (n, 1)), axis=1)
-    within = rng.permuted(np.tile(np.arange(3), (n, 6, 1)), axis=2)  # rows in 3 bands, cols in 3 stacks
-    blocks = rng.permuted(np.tile(np.arange(3), (n, 2, 1)), axis=2)  # band order, stack order
-    perms = torch.from_numpy((blocks[:, :, :, None] * 3 + within.reshape(n, 2, 3, 3)).reshape(n, 2, 9))
-    digit_map = torch.from_numpy(np.concatenate([np.zeros((n, 1), np.int64), digits], axis=1))
-    return SudokuAugBatch(digit_map.long(), torch.from_numpy(rng.random(n) < 0.5), perms[:, 0].long(),
-                          perms[:, 1].long())
+def random_sudoku_augs(rng: np.random.RandomState, n: int) -> SudokuAugBatch:
+    """n random Sudoku symmetries: the original `shuffle_sudoku`'s draws, call for call, from `rng`."""
+    digits = np.zeros((n, 10), np.int64)
+    transpose = np.zeros(n, bool)
+    rows = np.zeros((n, 9), np.int64)
+    cols = np.zeros((n, 9), np.int64)
+    for i in range(n):
+        digits[i, 1:] = rng.permutation(np.arange(1, 10))
+        transpose[i] = rng.rand() < 0.5
+        rows[i] = np.concatenate([b * 3 + rng.permutation(3) for b in rng.permutation(3)])
+        cols[i] = np.concatenate([s * 3 + rng.permutation(3) for s in rng.permutation(3)])
+    return SudokuAugBatch(torch.from_numpy(digits), torch.from_numpy(transpose), torch.from_numpy(rows),
+                          torch.from_numpy(cols))
 
 
 def _read(path: Path, min_rating: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +70,7 @@ def _read(path: Path, min_rating: int | None) -> tuple[np.ndarray, np.ndarray]:
     return puzzles.numpy(), solutions.numpy()
 
 
-def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.random.Generator,
+def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.random.RandomState,
            desc: str) -> PuzzleSplit:
     n = puzzles.shape[0]
     per = 1 + num_aug
@@ -89,7 +100,7 @@ def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.ran
 
 def build_sudoku(cfg: SudokuBuildConfig) -> dict[str, int]:
     """Build `cfg.out/{train,test}` and `identifiers.json`; returns example counts per split."""
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.RandomState(cfg.seed)  # the original's legacy stream, here seeded
     puzzles, solutions = _read(cfg.train_csv, cfg.min_rating)
     if cfg.subsample is not None and cfg.subsample < len(puzzles):
         keep = rng.choice(len(puzzles), size=cfg.subsample, replace=False)
