@@ -185,3 +185,26 @@ def test_full_arc_build_equals_the_original_checkout(recipe, num_aug, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     ours = _build_ours(recipe, num_aug, tmp_path / "ours", prefix=inputs / "arc-agi")
     _assert_same_arc_build(theirs, ours)
+
+
+def test_sudoku_draw_replay_equals_the_legacy_calls():
+    """`random_sudoku_augs` replays the raw stream; the original calls RandomState once per draw."""
+    from training.data.build_sudoku import random_sudoku_augs
+
+    def calls(rng, n):
+        out = []
+        for _ in range(n):
+            digits = rng.permutation(np.arange(1, 10))
+            coin = rng.rand() < 0.5
+            rows = np.concatenate([b * 3 + rng.permutation(3) for b in rng.permutation(3)])
+            cols = np.concatenate([s * 3 + rng.permutation(3) for s in rng.permutation(3)])
+            out.append((digits.tolist(), coin, rows.tolist(), cols.tolist()))
+        return out
+
+    for n in (1, 2500):  # 2500: past the first block of raw outputs
+        replayed, called = np.random.RandomState(5), np.random.RandomState(5)
+        augs = random_sudoku_augs(replayed, n)
+        got = [(augs.digit_map[i, 1:].tolist(), bool(augs.transpose[i]), augs.row_perm[i].tolist(),
+                augs.col_perm[i].tolist()) for i in range(n)]
+        assert got == calls(called, n)
+        assert replayed.randint(0, 2**31) == called.randint(0, 2**31)  # the stream continues in step

@@ -50,19 +50,66 @@ class SudokuBuildConfig:
     seed: int = 0
 
 
+_MASKS = (0, 1, 3, 3, 7, 7, 7, 7, 15)  # smallest all-ones mask >= i, for i = 0..8
+
+
 def random_sudoku_augs(rng: np.random.RandomState, n: int) -> SudokuAugBatch:
-    """n random Sudoku symmetries: the original `shuffle_sudoku`'s draws, call for call, from `rng`."""
-    digits = np.zeros((n, 10), np.int64)
-    transpose = np.zeros(n, bool)
-    rows = np.zeros((n, 9), np.int64)
-    cols = np.zeros((n, 9), np.int64)
-    for i in range(n):
-        digits[i, 1:] = rng.permutation(np.arange(1, 10))
-        transpose[i] = rng.rand() < 0.5
-        rows[i] = np.concatenate([b * 3 + rng.permutation(3) for b in rng.permutation(3)])
-        cols[i] = np.concatenate([s * 3 + rng.permutation(3) for s in rng.permutation(3)])
-    return SudokuAugBatch(torch.from_numpy(digits), torch.from_numpy(transpose), torch.from_numpy(rows),
-                          torch.from_numpy(cols))
+    """n random Sudoku symmetries: the original `shuffle_sudoku`'s draws from `rng`, call for call.
+
+    Per symmetry the original calls `permutation(1..9)`, `rand()`, then for rows and for columns
+    `permutation(3)` (block order) and three `permutation(3)` (within blocks). A legacy
+    `permutation(k)` is a Fisher-Yates shuffle drawing, for i = k-1 down to 1, a raw 32-bit output
+    masked to the smallest all-ones mask >= i until it is <= i; `rand()` takes two raw outputs.
+    Those rules are replayed here on the raw stream read in bulk (a million calls one by one take
+    minutes), and `rng` is left exactly where the calls would have left it.
+    """
+    name, key, pos, has_gauss, gauss = rng.get_state()
+    bits = np.random.MT19937()
+    bits.state = {"bit_generator": name, "state": {"key": key, "pos": pos}}
+    raw: list[int] = []
+    at = drawn = 0
+    digits: list[list[int]] = []
+    coins: list[float] = []
+    perms: list[list[int]] = []
+
+    def interval(top: int) -> int:
+        nonlocal at
+        mask = _MASKS[top]
+        while True:
+            value = raw[at] & mask
+            at += 1
+            if value <= top:
+                return value
+
+    def shuffled(items: list[int]) -> list[int]:
+        for i in range(len(items) - 1, 0, -1):
+            j = interval(i)
+            items[i], items[j] = items[j], items[i]
+        return items
+
+    for _ in range(n):
+        if at + 256 > len(raw):  # enough for one symmetry with many rejections
+            more = max(256, min(65536, 64 * n))
+            raw = raw[at:] + bits.random_raw(more).tolist()
+            at = 0
+            drawn += more
+        digits.append(shuffled(list(range(1, 10))))
+        coins.append(((raw[at] >> 5) * 67108864.0 + (raw[at + 1] >> 6)) / 9007199254740992.0)
+        at += 2
+        for _axis in range(2):
+            blocks = shuffled([0, 1, 2])
+            perms.append([b * 3 + v for b in blocks for v in shuffled([0, 1, 2])])
+    # leave `rng` after exactly the outputs used: from its start state, skip them
+    rewound = np.random.MT19937()
+    rewound.state = {"bit_generator": name, "state": {"key": key, "pos": pos}}
+    rewound.random_raw(drawn - (len(raw) - at))
+    state = rewound.state["state"]
+    rng.set_state((name, state["key"], state["pos"], has_gauss, gauss))
+    digit_map = np.zeros((n, 10), np.int64)
+    digit_map[:, 1:] = np.array(digits, np.int64).reshape(n, 9)
+    p = np.array(perms, np.int64).reshape(n, 2, 9)
+    return SudokuAugBatch(torch.from_numpy(digit_map), torch.from_numpy(np.array(coins) < 0.5),
+                          torch.from_numpy(p[:, 0].copy()), torch.from_numpy(p[:, 1].copy()))
 
 
 def _read(path: Path, min_rating: int | None) -> tuple[np.ndarray, np.ndarray]:
