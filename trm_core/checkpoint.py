@@ -184,17 +184,23 @@ def _model_around_table(config: TRMConfig, table: torch.Tensor | None) -> TRM:
     return model
 
 
-def load_state_dict_strict(model: TRM, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Load `tensors` into `model`, reporting all missing, unexpected and mis-shaped keys in one error."""
-    expected = model.state_dict()
+def check_state_shapes(expected: Mapping[str, tuple[int, ...]], tensors: Mapping[str, torch.Tensor],
+                       source: str) -> None:
+    """One CheckpointFormatError naming every missing, unexpected and mis-shaped key, if any."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
-    misshaped = sorted(f"{k} {tuple(tensors[k].shape)} (expected {tuple(expected[k].shape)})"
-                       for k in set(expected) & set(tensors) if tensors[k].shape != expected[k].shape)
+    misshaped = sorted(f"{k} {tuple(tensors[k].shape)} (expected {tuple(expected[k])})"
+                       for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != tuple(expected[k]))
     problems = [f"{name}: {', '.join(keys)}" for name, keys in
                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if keys]
     if problems:
         raise CheckpointFormatError(f"{source} does not match its config: " + "; ".join(problems))
+
+
+def load_state_dict_strict(model: TRM, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Load `tensors` into `model`, reporting all missing, unexpected and mis-shaped keys in one error."""
+    expected = model.state_dict()
+    check_state_shapes({k: tuple(v.shape) for k, v in expected.items()}, tensors, source)
     bad_dtype = sorted(k for k, v in tensors.items() if v.dtype not in (torch.float32, torch.bfloat16))
     if bad_dtype:
         raise CheckpointFormatError(f"{source}: tensors must be float32 or bfloat16; got others for {bad_dtype}")

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FORMAT, CheckpointFormatError, load_state_dict_strict, write_safetensors
+from .checkpoint import FORMAT, CheckpointFormatError, check_state_shapes, load_state_dict_strict, write_safetensors
 from .config import TRMConfig
 from .model import TRM
 
@@ -205,15 +205,7 @@ def _expected_shapes(config: TRMConfig) -> dict[str, tuple[int, ...]]:
 
 def check_shapes(tensors: dict[str, torch.Tensor], config: TRMConfig, source: str) -> None:
     """`load_state_dict_strict`'s checks (names, shapes, dtypes) without building the model."""
-    expected = _expected_shapes(config)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    misshaped = sorted(f"{k} {tuple(tensors[k].shape)} (expected {expected[k]})"
-                       for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
-    problems = [f"{name}: {', '.join(keys)}" for name, keys in
-                (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if keys]
-    if problems:
-        raise CheckpointFormatError(f"{source} does not match its config: " + "; ".join(problems))
+    check_state_shapes(_expected_shapes(config), tensors, source)
     bad = sorted(k for k, v in tensors.items() if v.dtype not in (torch.float32, torch.bfloat16, torch.float16))
     if bad:
         raise CheckpointFormatError(f"{source}: tensors must be floating point; got others for {bad}")
