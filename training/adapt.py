@@ -194,10 +194,9 @@ class ExtendedPuzzleTable(PuzzleEmbedding):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         base, extra = self.weights, self.extra  # read once: an install may replace `extra` meanwhile
         n = base.shape[0]
-        beyond = ids >= n
         rows = base[ids.clamp(max=n - 1)]
-        if bool(beyond.any()):
-            rows = torch.where(beyond[:, None], extra[(ids - n).clamp(0, extra.shape[0] - 1)], rows)
+        if extra.shape[0]:  # shapes only: no device sync in the step path
+            rows = torch.where((ids >= n)[:, None], extra[(ids - n).clamp(0, extra.shape[0] - 1)], rows)
         if self.training and torch.is_grad_enabled():
             rows = rows.detach().requires_grad_(True)
             self.local_weights, self.local_ids = rows, ids
