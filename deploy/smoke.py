@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Deployment smoke: build the image, run it as an operator would, scrape it with Prometheus, stop it.
 
-    python deploy/smoke.py [--base IMAGE] [--keep-container]    # from the project's venv, as root
+    python deploy/smoke.py [--base IMAGE] [--env TRM_X=V ...] [--keep-container]   # project venv, root
 
 1. Base image: `--base` when given, else a Debian bookworm base made from Debian packages
    (deploy/base_image.py, cached by recipe hash). The host's pip settings reach the build
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -78,13 +79,17 @@ def build_image(base: str) -> float:
         cmd = ["build", "--network", "host", "-t", IMAGE]
         for k, v in args.items():
             cmd += ["--build-arg", f"{k}={v}"]
+        previous = docker("image", "inspect", "-f", "{{.Id}}", IMAGE, check=False).stdout.strip()
         t0 = time.monotonic()
         # The classic builder: Debian's docker.io has no buildx; build args and --network host suffice.
         out = subprocess.run(["docker", *cmd, str(ROOT)], env={**os.environ, "DOCKER_BUILDKIT": "0"},
                              stdout=sys.stderr, stderr=sys.stderr)
         if out.returncode != 0:
             raise RuntimeError(f"docker build failed (exit {out.returncode}; its output is above)")
-        return time.monotonic() - t0
+        seconds = time.monotonic() - t0
+        if previous and previous != docker("image", "inspect", "-f", "{{.Id}}", IMAGE).stdout.strip():
+            docker("rmi", previous, check=False)  # the last run's image, untagged now: free its layers
+        return seconds
 
 
 def image_facts() -> dict:
@@ -127,12 +132,17 @@ def k8s_writable_mounts() -> list[str]:
     return [m["mountPath"] for c in spec["containers"] for m in c.get("volumeMounts", []) if m["name"] in empty]
 
 
-def run_container(name: str, port: int, models: list[str], arc_dir: Path) -> float:
+def run_container(name: str, port: int, models: list[str], arc_dir: Path, extra_env: list[str]) -> float:
     """`docker run` as an operator would (host network, loopback); returns when started."""
     args = ["run", "-d", "--name", name, "--network", "host", "--read-only",
             "-v", f"{arc_dir}:/smoke-models:ro",
             "-e", "TRM_HOST=127.0.0.1", "-e", f"TRM_PORT={port}", "-e", f"TRM_MODELS={','.join(models)}",
-            "-e", "TRM_ADAPT_MAX_STEPS=4", "-e", "TRM_ADAPT_VERSIONS=2", "-e", "TRM_TORCH_THREADS=2"]
+            "-e", "TRM_ADAPT_MAX_STEPS=4", "-e", "TRM_ADAPT_VERSIONS=2", "-e", "TRM_TORCH_THREADS=2",
+            # a deadline long enough that admission takes the in-flight requests of stop_under_load on a
+            # busy CPU (it refuses, 429, what cannot finish in time); the drain budget bounds them anyway
+            "-e", "TRM_REQUEST_TIMEOUT_S=120"]
+    for kv in extra_env:
+        args += ["-e", kv]
     for path in k8s_writable_mounts():
         args += ["--tmpfs", f"{path}:uid=10001,gid=10001,mode=0700" if path.startswith("/home") else path]
     docker(*args, IMAGE)
@@ -156,7 +166,8 @@ def stop_under_load(name: str, base: str) -> dict:
             return rows >= IN_FLIGHT or all(f.done() for f in futures)
 
         h.wait_until(all_in, 15.0, 0.1)
-        done_before = sum(f.done() for f in futures)
+        # answered before SIGTERM (not counting 429 refusals, which come back at once)
+        done_before = sum(f.done() and f.result().status != 429 for f in futures)
         t0 = time.monotonic()
         stop = docker("stop", name, check=False)  # no -t: Docker's default grace
         stop_s = time.monotonic() - t0
@@ -175,12 +186,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", help="base image for the Dockerfile (default: a Debian base built here, cached)")
     ap.add_argument("--keep-container", action="store_true", help="leave the stopped container for inspection")
+    ap.add_argument("--env", action="append", default=[], metavar="TRM_X=V",
+                    help="one more `docker run -e` (e.g. TRM_DRAIN_TIMEOUT_S=30, to see a drain longer than the grace)")
     opts = ap.parse_args()
-    fig: dict = {"image": IMAGE}
+    fig: dict = {"image": IMAGE, "env": opts.env}
     name = f"trm-smoke-{os.getpid()}"
-    port, prom_port = free_port(), free_port()
+    port = free_port()
+    prom_port = next(p for p in iter(free_port, None) if p != port)
     base = f"http://127.0.0.1:{port}"
     t_start = time.monotonic()
+    arc_dir = Path(tempfile.mkdtemp(prefix="trm-smoke-arc-"))
     try:
         t0 = time.monotonic()
         if opts.base:
@@ -197,12 +212,11 @@ def main() -> int:
         fig["uid"], fig["train_help"] = facts["uid"], facts["train_help"]
         if facts["uid"] != 10001 or not facts["train_help"]:
             raise AssertionError(f"image runs as uid {facts['uid']}, `trm train --help` ok: {facts['train_help']}")
-        arc_dir = Path(tempfile.mkdtemp(prefix="trm-smoke-arc-"))
         arc_dir.chmod(0o755)
         make_arc_checkpoint(arc_dir).chmod(0o644)
         models = [*facts["bundled"], "arc=/smoke-models/arc.safetensors"]
         log(f"docker run {name} on 127.0.0.1:{port}")
-        started = run_container(name, port, models, arc_dir)
+        started = run_container(name, port, models, arc_dir, opts.env)
         ready = h.wait_until(lambda: h.call(base, "GET", "/readyz", timeout_s=2).status == 200, 180.0, 0.1)
         if ready is None:
             raise AssertionError(f"not ready in 180 s: {docker('logs', name, check=False).stderr[-2000:]}")
@@ -240,6 +254,7 @@ def main() -> int:
     finally:
         if not opts.keep_container:
             docker("rm", "-f", name, check=False)
+        shutil.rmtree(arc_dir, ignore_errors=True)
         fig["total_s"] = round(time.monotonic() - t_start, 1)
     print(json.dumps(fig), flush=True)  # noqa: T201
     return 0 if fig["ok"] else 1

@@ -46,4 +46,5 @@ def test_deployment_smoke():
     assert panels["skipped_cuda"] == ["Device memory (CUDA)"]  # named, not passed: this host has no GPU
     stop = fig["docker_stop"]
     assert stop["exit_code"] == 0 and stop["lost"] == 0 and stop["seconds"] < stop["grace_s"], stop
-    assert stop["answered"] + stop["refused"] == stop["requests"] and stop["finished_before_stop"] < stop["requests"]
+    assert stop["answered"] + stop["refused"] == stop["requests"]
+    assert stop["finished_before_stop"] + stop["refused"] < stop["requests"]  # some were in flight at SIGTERM
