@@ -69,7 +69,8 @@ ENV HOME=/home/trm \
 
 # Drain budget: `docker stop` gives 10 s by default before SIGKILL; the process exits within
 # TRM_DRAIN_TIMEOUT_S of SIGTERM (TRM_PRESTOP_S of 503s included), so 8 s leaves 2 s of margin.
-# Compose and Kubernetes set longer ones together with a longer grace period.
+# Compose and Kubernetes set longer ones together with a longer grace period; under plain Docker
+# raise both: `docker run --stop-timeout 40 -e TRM_DRAIN_TIMEOUT_S=30 ...`.
 ENV TRM_HOST=0.0.0.0 \
     TRM_PORT=8000 \
     TRM_DEVICE=auto \
