@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import DATA, tiny_config
+from tests.conftest import DATA, require_shared, tiny_config
 from tests.training.test_eval import tiny_arc  # noqa: F401 - module-scoped fixture (a real ARC build)
 from training.config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from training.ddp import DistInfo
@@ -21,8 +21,7 @@ TRAIN_CSV = DATA / "sudoku" / "forum_hardest_1905_11plus_train_1k.csv"
 
 
 def _sudoku_run(tmp_path) -> Trainer:
-    if not TRAIN_CSV.is_file():
-        pytest.skip(f"{TRAIN_CSV} not present")
+    require_shared(TRAIN_CSV, "the Sudoku training CSV")
     cfg = TrainConfig(model=tiny_config(num_puzzle_identifiers=1),
                       data=DataConfig(path=str(TRAIN_CSV), train_limit=50, holdout=10),
                       optim=OptimConfig(lr=1e-2, lr_warmup_steps=1, puzzle_emb_lr=1e-2, ema_rate=0.9),
