@@ -30,6 +30,7 @@ from service.engine.loop import ModelWorker
 from service.engine.scheduler import Scheduler, SchedulerStats, StepReport
 from service.settings import Settings
 from trm_core import TRM, CheckpointFormatError, TRMConfig, load_checkpoint
+from trm_core.checkpoint import Recipe
 from trm_core.tasks import TASK_NAMES, check_model_shape, grid_shape
 from trm_core.tasks.augment import ArcAug, parse_version_name
 
@@ -73,6 +74,13 @@ class LoadedModel:
     @property
     def config(self) -> TRMConfig:
         return self.model.config
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """The model card's serving recipe from the checkpoint (checked on load), or None. The web page
+        and `trm solve` start from it; the HTTP API's own defaults do not change with it."""
+        recipe = self.meta.get("recipe")
+        return recipe if isinstance(recipe, Recipe) else None
 
     @property
     def grid_shape(self) -> tuple[int, int]:
