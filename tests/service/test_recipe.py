@@ -106,3 +106,17 @@ def test_help_says_where_the_defaults_come_from(capsys):
         build_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "default: the model's recipe, else 1" in text and "bundled: " in text and "sudoku: " in text
+
+
+def test_start_up_warns_when_the_recipe_is_beyond_the_servers_limits(recipe_checkpoints, caplog):
+    settings = make_settings(recipe_checkpoints, names=("carded", "plain"), max_views=2, max_steps_limit=4)
+    with caplog.at_level("WARNING", logger="service.registry"):
+        ModelRegistry(settings).load()
+    warned = [r.getMessage() for r in caplog.records if "recipe" in r.getMessage()]
+    assert warned == ["model carded: its recipe (3 views, 5 steps, fixed halting) is beyond this server's limits "
+                      "(views 3 > TRM_MAX_VIEWS=2; max_steps 5 > TRM_MAX_STEPS_LIMIT=4): solve requests that ask "
+                      "for it, as the web page does, will be refused"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="service.registry"):
+        ModelRegistry(make_settings(recipe_checkpoints, names=("carded",))).load()
+    assert not [r for r in caplog.records if "recipe" in r.getMessage()]
