@@ -484,7 +484,7 @@ function renderRecipe() { // the line under the options: what the card recommend
   const now = formOptions();
   const inUse = Object.keys(recipe).every((k) => now[k] === recipe[k]);
   $("#recipe-text").textContent = `Model card recipe: ${describeRecipe(model.recipe)}`;
-  $("#recipe-state").textContent = inUse ? "(in the options; the API's own default is 1 view)" : "(not in use)";
+  $("#recipe-state").textContent = inUse ? "(filled in below; the API's own default is 1 view)" : "(not in use)";
   $("#recipe-toggle").textContent = inUse ? "reset to API defaults" : "use the recipe";
   $("#recipe-toggle").dataset.action = inUse ? "reset" : "recipe";
 }
