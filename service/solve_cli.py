@@ -113,8 +113,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if served.task != args.task:
         raise ValueError(f"{args.model} is a {served.task} model, not {args.task}")
     if opts.recipe is not None:
-        _say(f"trm solve: the model's recipe: {opts.recipe.describe()}; running {opts.views} views, "
-             f"{opts.max_steps} steps, {opts.halting} halting (--views, --max-steps, --halting override it)")
+        running = Recipe(opts.views, opts.max_steps or served.config.halt_max_steps, opts.halting)
+        _say(f"trm solve: the model's recipe: {opts.recipe.describe()}; running {running.describe()} "
+             "(--views, --max-steps, --halting override it)")
     raw = read_puzzles(args.task, args.puzzle)
     if args.limit:
         raw = raw[:args.limit]
