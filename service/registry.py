@@ -30,6 +30,7 @@ from service.engine.loop import ModelWorker
 from service.engine.scheduler import Scheduler, SchedulerStats, StepReport
 from service.settings import Settings
 from trm_core import TRM, CheckpointFormatError, TRMConfig, load_checkpoint
+from trm_core.checkpoint import Recipe
 from trm_core.tasks import TASK_NAMES, check_model_shape, grid_shape
 from trm_core.tasks.augment import ArcAug, parse_version_name
 
@@ -73,6 +74,13 @@ class LoadedModel:
     @property
     def config(self) -> TRMConfig:
         return self.model.config
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """The model card's serving recipe from the checkpoint (checked on load), or None. The web page
+        and `trm solve` start from it; the HTTP API's own defaults do not change with it."""
+        recipe = self.meta.get("recipe")
+        return recipe if isinstance(recipe, Recipe) else None
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -166,6 +174,25 @@ def load_model(name: str, path: Path, settings: Settings, device: torch.device |
     return LoadedModel(name=name, path=Path(path), task=task, model=model, meta=meta, arc_tasks=arc_tasks)
 
 
+def recipe_beyond_limits(loaded: LoadedModel, settings: Settings) -> str | None:
+    """Why requests with the model's recipe would be refused by these settings (None: they would not).
+
+    Not an error: the API's defaults do not use the recipe. But the web page posts it, so an operator
+    who lowered a limit below it hears about it at start-up rather than from users' 422s.
+    """
+    recipe = loaded.recipe
+    if recipe is None:
+        return None
+    over = [f"{what} {value} > {name}={limit}" for what, value, name, limit in (
+        ("views", recipe.views, "TRM_MAX_VIEWS", settings.max_views),
+        ("views", recipe.views, "TRM_MAX_QUEUE", settings.max_queue),
+        ("max_steps", recipe.max_steps, "TRM_MAX_STEPS_LIMIT", settings.max_steps_limit)) if value > limit]
+    if not over:
+        return None
+    return (f"its recipe ({recipe.describe()}) is beyond this server's limits ({'; '.join(over)}): solve "
+            "requests that ask for it, as the web page does, will be refused")
+
+
 def build_engine(loaded: LoadedModel, settings: Settings) -> Engine:
     """The model's engine with the settings' pool, queue and batching."""
     s = settings
@@ -210,6 +237,8 @@ class ModelRegistry:
                 self.defaults[served.task] = name
                 served.is_default = True
             self.models[name] = served
+            if (problem := recipe_beyond_limits(served, s)) is not None:
+                logger.warning("model %s: %s", name, problem)
             logger.info("model %s: %s task, %d params, %s, from %s (%.2fs incl. warm-up)", name, served.task,
                         served.model.num_trainable_params(), self.device, path, time.perf_counter() - t0)
         self.is_loaded = True

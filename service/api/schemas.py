@@ -249,6 +249,15 @@ class ArcBatchResponse(BaseModel):
     results: list[ArcSolveResult]
 
 
+class RecipeOut(BaseModel):
+    """The serving recipe the model card recommends (checkpoint metadata `recipe`). Not the API's default:
+    a solve request runs it only when it asks for these options."""
+
+    views: int = Field(ge=1, description="symmetric views per puzzle (the request's `views`)")
+    max_steps: int = Field(ge=1, description="ACT steps per view (the request's `max_steps`)")
+    halting: HaltingMode = Field(description="halting mode (the request's `halting`)")
+
+
 class ModelInfo(BaseModel):
     name: str
     task: str
@@ -263,6 +272,10 @@ class ModelInfo(BaseModel):
     cuda_graphs: dict[str, list[int]] | None = Field(
         None, description="CUDA graphs per row bucket: {captured: [...], fallback: [...]} (fallback: buckets "
                           "whose replay failed the start-up self-check and step eagerly); null when not used")
+    recipe: RecipeOut | None = Field(
+        None, description="the model card's recommended options for hard puzzles (the web page starts from "
+                          "them); send them in a solve request to use them, the API's defaults stay one view "
+                          "and learned halting; null when the checkpoint names none")
 
 
 class ModelsResponse(BaseModel):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import DATA, tiny_config
+from tests.conftest import DATA, require_shared, tiny_config
 from training.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig
 from training.ddp import DistInfo
 from training.train import main as train_main
@@ -17,8 +17,7 @@ TRAIN_CSV = DATA / "sudoku" / "forum_hardest_1905_11plus_train_1k.csv"
 
 
 def _cfg(tmp_path, **run) -> TrainConfig:
-    if not TRAIN_CSV.is_file():
-        pytest.skip(f"{TRAIN_CSV} not present")
+    require_shared(TRAIN_CSV, "the Sudoku training CSV")
     model = tiny_config(num_puzzle_identifiers=1, halt_max_steps=4)
     data = DataConfig(path=str(TRAIN_CSV), train_limit=200, augment=True, reveal_start=0.95, reveal_end=0.95)
     optim = OptimConfig(lr=3e-3, lr_warmup_steps=5, weight_decay=0.1, puzzle_emb_lr=1e-3, ema_warmup=True)
@@ -84,8 +83,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
 
 
 def test_cli_trains_checkpoints_and_writes_metrics(tmp_path):
-    if not TRAIN_CSV.is_file():
-        pytest.skip(f"{TRAIN_CSV} not present")
+    require_shared(TRAIN_CSV, "the Sudoku training CSV")
     run = tmp_path / "run"
     argv = ["sudoku-demo", f"--run.dir={run}", "run.max_steps=6", "--run.log_interval", "3",
             "--model.hidden_size=32", "--model.puzzle_emb_ndim=32", "--run.global_batch_size=8",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from service.api.deps import ApiKeyDep, MetricsDep, RegistryDep
-from service.api.schemas import PROBLEM_RESPONSES, Health, ModelInfo, ModelsResponse
+from service.api.schemas import PROBLEM_RESPONSES, Health, ModelInfo, ModelsResponse, RecipeOut
 from service.metrics import CONTENT_TYPE_LATEST
 from service.tasks.errors import ServiceUnavailable
 
@@ -18,13 +18,15 @@ router = APIRouter(tags=["system"])
 @router.get("/v1/models", response_model=ModelsResponse, dependencies=[ApiKeyDep],
             responses={401: PROBLEM_RESPONSES[401]})
 async def list_models(registry: RegistryDep) -> ModelsResponse:
-    """The served models: name, task, whether it is the task's default, size and slots."""
+    """The served models: name, task, whether it is the task's default, size, slots and the model card's
+    recipe."""
     return ModelsResponse(models=[
         ModelInfo(name=m.name, task=m.task, is_default=m.is_default, num_params=m.model.num_trainable_params(),
                   halt_max_steps=m.config.halt_max_steps, grid=list(m.grid_shape), num_slots=m.scheduler.num_slots,
                   device=str(m.model.device), num_arc_tasks=len(m.arc_tasks) if m.task == "arc" else None,
                   train=m.meta.get("train") if isinstance(m.meta.get("train"), dict) else {},
-                  cuda_graphs=m.engine.runner.graph_report())
+                  cuda_graphs=m.engine.runner.graph_report(),
+                  recipe=RecipeOut(**m.recipe.to_dict()) if m.recipe is not None else None)
         for m in registry.models.values()])
 
 
