@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from priority import DEFAULT_PUZZLES, load_puzzles, start_server, stop_server, wait_ready  # noqa: E402
+from soak import DEFAULT_PUZZLES, Server, load_puzzles  # noqa: E402
 
 
 async def burst(base: str, puzzles: list[str], clients: int, seconds: float, retry_s: float) -> dict:
@@ -62,15 +62,15 @@ def main() -> None:
     p.add_argument("--retry-s", type=float, default=0.05, help="pause after a 429/503, ignoring Retry-After")
     args = p.parse_args()
     puzzles = load_puzzles(args.puzzles, 64)
-    proc, base, log = start_server({"TRM_REQUEST_TIMEOUT_S": str(args.deadline_s)}, args.model)
+    server = Server({"TRM_REQUEST_TIMEOUT_S": str(args.deadline_s)}, args.model)
     try:
-        wait_ready(proc, base, log)
-        result = asyncio.run(burst(base, puzzles, args.clients, args.seconds, args.retry_s))
+        server.wait_ready()
+        result = asyncio.run(burst(server.base, puzzles, args.clients, args.seconds, args.retry_s))
     finally:
-        stop_server(proc)
+        server.stop()
     config = {"deadline_s": args.deadline_s, "clients": args.clients, "seconds": args.seconds,
               "retry_s": args.retry_s, "model": args.model or "bundled"}
-    print(json.dumps({"config": config, **result, "tracebacks": log.read_text().count("Traceback")}, indent=2))
+    print(json.dumps({"config": config, **result, "tracebacks": server.tracebacks()}, indent=2))
 
 
 if __name__ == "__main__":

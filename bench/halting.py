@@ -4,7 +4,7 @@ The first N real hard test puzzles (`forum_hardest_1905_11plus_test.csv.gz`, as 
 revealed) are posted as one batch per mode (`learned`, `fixed`, `verified`) to an in-process app
 (create_app + httpx). Prints one JSON line: per mode the number of valid answers and the mean steps.
 
-    python bench/halting.py                 # the README's "Halting on the bundled model" numbers
+    python bench/halting.py                 # the halting table of docs/views.md
     python bench/halting.py --num 1000 --checkpoint my.safetensors
 """
 

@@ -17,75 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PUZZLES = ROOT.parent / "shared" / "data" / "sudoku" / "forum_hardest_1905_11plus_train_1k.csv"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(env: dict[str, str], model: str | None) -> tuple[subprocess.Popen, str, Path]:
-    """`python -m service` on a free loopback port (CPU, one torch thread), its output to a log file."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="trm-bench-", suffix=".log")[1])
-    full = {k: v for k, v in os.environ.items() if not k.startswith("TRM_")}
-    full.update(TRM_HOST="127.0.0.1", TRM_PORT=str(port), TRM_DEVICE="cpu", TRM_TORCH_THREADS="1", **env)
-    if model:
-        full["TRM_MODELS"] = model
-    proc = subprocess.Popen([sys.executable, "-m", "service"], env=full, cwd=ROOT, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}", log
-
-
-def wait_ready(proc: subprocess.Popen, base: str, log: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited during start-up:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server not ready in time")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def load_puzzles(path: Path, n: int) -> list[str]:
-    return [row.split(",")[1] for row in path.read_text().splitlines()[1:n + 1]]
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(q * len(values)))], 4)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soak import DEFAULT_PUZZLES, Server, load_puzzles, pct  # noqa: E402
 
 
 async def load_phase(base: str, puzzles: list[str], clients: dict[int, int], warmup_s: float, seconds: float,
@@ -129,18 +70,18 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0)
     args = p.parse_args()
     puzzles = load_puzzles(args.puzzles, 64)
-    proc, base, log = start_server({"TRM_MAX_BATCH": str(args.slots), "TRM_REQUEST_TIMEOUT_S": "120"}, args.model)
+    server = Server({"TRM_MAX_BATCH": str(args.slots), "TRM_REQUEST_TIMEOUT_S": "120"}, args.model)
     try:
-        wait_ready(proc, base, log)
-        result = asyncio.run(load_phase(base, puzzles, {args.low_priority: args.low_clients,
+        server.wait_ready()
+        result = asyncio.run(load_phase(server.base, puzzles, {args.low_priority: args.low_clients,
                                                         args.high_priority: args.high_clients},
                                         args.warmup_s, args.seconds, args.max_steps))
     finally:
-        stop_server(proc)
+        server.stop()
     low, high = result[str(args.low_priority)]["p50_s"], result[str(args.high_priority)]["p50_s"]
     ratio = round(low / high, 3) if low is not None and high else None
     print(json.dumps({"config": {k: v for k, v in vars(args).items() if k not in ("puzzles", "model")}
-                      | {"model": args.model or "bundled", "tracebacks": log.read_text().count("Traceback")},
+                      | {"model": args.model or "bundled", "tracebacks": server.tracebacks()},
                       "priority": result, "p50_ratio": ratio,
                       "target_p50_ratio_at_most_0.5": ratio is not None and ratio <= 0.5}, indent=2))
 

@@ -28,7 +28,7 @@ CPU with the server, and a heavier client would be measured as service overhead.
     python bench/serve.py --modes d,e,a       # a subset
 
 Prints one JSON line: per mode throughput (puzzles/s), latency p50/p95/p99 (s), slot occupancy, mean
-steps, valid answers, errors; the ratios the README's targets are stated in; machine and settings.
+steps, valid answers, errors; the ratios the targets of docs/benchmarks.md are stated in; machine and settings.
 Throughput ratios come from one run on one machine: other jobs on a shared CPU move all modes alike
 only when they run close together, so compare ratios, not absolute numbers, across runs.
 """
@@ -545,7 +545,7 @@ def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def targets(r: dict[str, Any], per_round: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """The README's targets as ratios of steady-state puzzles/s (round medians), each with whether it
+    """The targets of docs/benchmarks.md as ratios of steady-state puzzles/s (round medians), each with whether it
     holds; beside it the same ratio per round (each round runs every mode once, close together), of
     whole-run puzzles/s (drain included) and of puzzles per CPU-second."""
     out: dict[str, Any] = {}

@@ -16,10 +16,12 @@ Three phases, each against a fresh server process (bundled model unless --model)
 Bounded (every phase has a time limit, clients have timeouts) and loopback only. Targets: 0 lost,
 0 cross-talk, 0 server errors (5xx other than the documented 503/504), 0 tracebacks in the logs,
 every 429/503 with Retry-After, exit within TRM_DRAIN_TIMEOUT_S of SIGTERM, /healthz p99 < 100 ms
-while max-size batches are refused, and more 200s than 504s at a 0.5 s deadline.
+while max-size batches are refused (one sender, and four sending back to back), and more 200s than
+504s at a 0.5 s deadline.
 
     python bench/soak.py                      # ~3 min on a 2-core CPU
     python bench/soak.py --duration 20 --deadline-phase-s 10 --big-batch-s 4   # quicker
+    python bench/soak.py --phases big_batch --big-batch-s 6                   # the event loop under 1 MB bodies
 """
 
 from __future__ import annotations
@@ -368,9 +370,11 @@ def main() -> None:
                     "soak_retry_after_always": s["429_503_without_retry_after"] == 0,
                     "exit_within_drain_timeout": s["exit_within_drain_timeout"]}
     if "big_batch" in phases:
+        one, four = result["big_batch"]
         targets |= {"big_batch_tracebacks_0": big_tracebacks == 0,
-                    "healthz_p99_under_100ms_while_a_max_size_batch_is_refused":
-                        (result["big_batch"][0]["healthz_p99_s"] or 1e9) < 0.1}
+                    "healthz_p99_under_100ms_while_a_max_size_batch_is_refused": (one["healthz_p99_s"] or 1e9) < 0.1,
+                    "healthz_p99_under_100ms_with_four_max_size_batches_back_to_back":
+                        (four["healthz_p99_s"] or 1e9) < 0.1}
     if "deadline" in phases:
         d = result["deadline"]
         targets |= {"more_200_than_504_at_deadline": d["statuses"].get("200", 0) > d["statuses"].get("504", 0),

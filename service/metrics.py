@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from service.engine.scheduler import Request, RequestStatus, SchedulerStats, StepReport
-from service.stats import RecentRequests
+from service.traffic import RecentRequests
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST", "step_buckets"]
 
@@ -63,6 +63,32 @@ class _SchedulerCollector:
             yield mem
 
 
+class _DeviceCollector:
+    """Scrape-time gauges of how the models run on their device: CUDA graph buckets captured and
+    fallen back to eager after the start-up self-check, and whether `auto` fell back to the CPU."""
+
+    def __init__(self, graphs: Callable[[], Iterable[tuple[str, dict[str, list[int]] | None]]],
+                 cpu_fallback: Callable[[], bool]) -> None:
+        self.graphs, self.cpu_fallback = graphs, cpu_fallback
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        captured = GaugeMetricFamily("trm_cuda_graph_buckets", "Row buckets stepping by CUDA graph replay",
+                                     labels=["model"])
+        fallback = GaugeMetricFamily(
+            "trm_cuda_graph_fallback_buckets", "Row buckets whose CUDA graph failed the start-up self-check "
+            "(replay != eager step) and step eagerly", labels=["model"])
+        for name, report in self.graphs():
+            if report is not None:
+                captured.add_metric([name], len(report["captured"]))
+                fallback.add_metric([name], len(report["fallback"]))
+        yield from (captured, fallback)
+        yield GaugeMetricFamily("trm_device_fallback_cpu", "1 when TRM_DEVICE=auto chose the CPU although torch "
+                                "is built for CUDA (no usable GPU)", value=1.0 if self.cpu_fallback() else 0.0)
+
+
 class Metrics:
     """The app's metrics; `render()` is the /metrics body."""
 
@@ -103,6 +129,12 @@ class Metrics:
 
     def watch_schedulers(self, source: Callable[[], Iterable[tuple[str, SchedulerStats]]]) -> None:
         self.registry.register(_SchedulerCollector(source))
+
+    def watch_device(self, graphs: Callable[[], Iterable[tuple[str, dict[str, list[int]] | None]]],
+                     cpu_fallback: Callable[[], bool]) -> None:
+        """`graphs`: (model, its runner's graph report or None); `cpu_fallback`: auto chose the CPU in a
+        CUDA build."""
+        self.registry.register(_DeviceCollector(graphs, cpu_fallback))
 
     def observe_step(self, model: str, task: str, report: StepReport) -> None:
         """Called on the worker thread after every step (prometheus_client is thread-safe)."""

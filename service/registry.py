@@ -1,9 +1,13 @@
-"""The served models: load each checkpoint once, warm it up, one scheduler + worker thread per model.
+"""The served models: load each checkpoint once, warm it up, one engine + loop thread per model.
 
 Models are chosen per request by name (`TRM_MODELS` entry "name=path", or the file stem); the
 first model listed for a task is its default. A checkpoint that cannot be served (missing file,
 wrong format, a task without a codec, a config the codec cannot fill, a bad ARC table) stops
 start-up with one `RegistryError` line that names the model, the file and the problem.
+
+`load_model` (checkpoint -> checked `LoadedModel`) and `build_engine` are the one way to make a
+model runnable; `trm solve` (service/tasks/offline.py) uses them too, and steps the engine itself
+instead of starting a loop thread.
 
 Not here: HTTP, codecs, asyncio. `ModelRegistry.load()` blocks (the CLI calls it before uvicorn
 starts; the app lifespan calls it in a thread when the CLI did not).
@@ -22,11 +26,12 @@ from typing import Any
 import torch
 
 from service.engine.core import Engine
+from service.engine.device import warn_cpu_fallback
 from service.engine.loop import EngineLoop
 from service.engine.scheduler import Scheduler, SchedulerStats, StepReport
 from service.settings import Settings
 from trm_core import TRM, CheckpointFormatError, TRMConfig, load_checkpoint
-from trm_core.checkpoint import file_sha256
+from trm_core.checkpoint import Recipe, file_sha256
 from trm_core.tasks import TASK_NAMES, check_model_shape, grid_shape
 from trm_core.tasks.augment import ArcAug, parse_version_name
 
@@ -41,12 +46,19 @@ class ReloadConflict(RuntimeError):
     """A reloaded checkpoint does not fit the running model's shapes (HTTP 409); the old one keeps serving."""
 
 
+class ReloadFailed(RegistryError):
+    """A reload found a checkpoint that cannot be served, or could not swap it in (HTTP 422); the old
+    weights keep serving."""
+
+
 class UnknownModelError(LookupError):
     """No model of that name serves the task (HTTP 404)."""
 
-    def __init__(self, task: str, name: str | None, available: list[str]) -> None:
-        what = f"no model serves {task}" if name is None else f"model {name!r} does not serve {task}"
-        hint = (f"; models for {task}: {', '.join(available)}" if available
+    def __init__(self, task: str | None, name: str | None, available: list[str]) -> None:
+        # task None: a model looked up by name alone (a path such as /v1/models/{name}/reload)
+        what = (f"no model named {name!r}" if task is None else
+                f"no model serves {task}" if name is None else f"model {name!r} does not serve {task}")
+        hint = (f"; models{'' if task is None else f' for {task}'}: {', '.join(available)}" if available
                 else "; start the service with one (TRM_MODELS)")
         super().__init__(what + hint)
         self.task, self.name, self.available = task, name, available
@@ -60,18 +72,16 @@ class ArcVersion:
     aug: ArcAug  # colour permutation then dihedral transform, as the builder applied it
 
 
-@dataclass
-class ServedModel:
+@dataclass(kw_only=True)
+class LoadedModel:
+    """A checkpoint that passed every check: its model, metadata and (ARC) task table."""
+
     name: str
     path: Path
     task: str
     model: TRM
     meta: dict[str, Any]
-    engine: Engine
-    worker: EngineLoop
-    is_default: bool = False
     arc_tasks: dict[str, list[ArcVersion]] = field(default_factory=dict)  # task fingerprint -> versions
-    on_finish: Callable[[Any], None] | None = None  # sees every finished scheduler request (metrics)
     sha256: str | None = None  # of the checkpoint file the weights came from (metrics, /v1/models)
 
     @property
@@ -79,14 +89,31 @@ class ServedModel:
         return self.model.config
 
     @property
-    def scheduler(self) -> Scheduler:
-        return self.engine.scheduler
+    def recipe(self) -> Recipe | None:
+        """The model card's serving recipe from the checkpoint (checked on load), or None. The web page
+        and `trm solve` start from it; the HTTP API's own defaults do not change with it."""
+        recipe = self.meta.get("recipe")
+        return recipe if isinstance(recipe, Recipe) else None
 
     @property
     def grid_shape(self) -> tuple[int, int]:
         """Rows and columns of the model's grid (its canvas for ARC)."""
         cfg = self.config
         return grid_shape(cfg.seq_len, cfg.grid_height, cfg.grid_width)
+
+
+@dataclass(kw_only=True)
+class ServedModel(LoadedModel):
+    """A loaded model with its engine and the thread that steps it."""
+
+    engine: Engine
+    worker: EngineLoop
+    is_default: bool = False
+    on_finish: Callable[[Any], None] | None = None  # sees every finished scheduler request (metrics)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.engine.scheduler
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,6 +166,54 @@ def _parse_arc_table(raw: Any, num_ids: int, keep: int) -> dict[str, list[ArcVer
     return table
 
 
+def load_model(name: str, path: Path, settings: Settings, device: torch.device | str | None = None) -> LoadedModel:
+    """Load a checkpoint and check that it can be served: a task with a codec, a config the codec can
+    fill, a valid ARC table. Raises RegistryError naming the model, the file and the problem."""
+    try:
+        model, meta = load_checkpoint(path, device=device)
+        task = str(meta.get("task") or model.config.task)
+        if task not in TASK_NAMES:
+            raise ValueError(f"task {task!r} has no codec; served tasks: {', '.join(TASK_NAMES)}")
+        cfg = model.config
+        check_model_shape(task, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, grid_height=cfg.grid_height,
+                          grid_width=cfg.grid_width)
+        arc_tasks = {}
+        if task == "arc":
+            # pop: the raw table can be tens of MB and is not needed once parsed
+            arc_tasks = _parse_arc_table(meta.pop("arc_tasks", None), cfg.num_puzzle_identifiers,
+                                         settings.arc_max_versions)
+    except (FileNotFoundError, CheckpointFormatError, ValueError, OSError, RuntimeError) as e:
+        raise RegistryError(f"cannot serve model {name!r} from {path}: {e}") from e
+    return LoadedModel(name=name, path=Path(path), task=task, model=model, meta=meta, arc_tasks=arc_tasks)
+
+
+def recipe_beyond_limits(loaded: LoadedModel, settings: Settings) -> str | None:
+    """Why requests with the model's recipe would be refused by these settings (None: they would not).
+
+    Not an error: the API's defaults do not use the recipe. But the web page posts it, so an operator
+    who lowered a limit below it hears about it at start-up rather than from users' 422s.
+    """
+    recipe = loaded.recipe
+    if recipe is None:
+        return None
+    over = [f"{what} {value} > {name}={limit}" for what, value, name, limit in (
+        ("views", recipe.views, "TRM_MAX_VIEWS", settings.max_views),
+        ("views", recipe.views, "TRM_MAX_QUEUE", settings.max_queue),
+        ("max_steps", recipe.max_steps, "TRM_MAX_STEPS_LIMIT", settings.max_steps_limit)) if value > limit]
+    if not over:
+        return None
+    return (f"its recipe ({recipe.describe()}) is beyond this server's limits ({'; '.join(over)}): solve "
+            "requests that ask for it, as the web page does, will be refused")
+
+
+def build_engine(loaded: LoadedModel, settings: Settings) -> Engine:
+    """The model's engine with the settings' pool, queue and batching."""
+    s = settings
+    return Engine.for_model(loaded.model, s.max_batch, s.max_queue, batching=s.batching, max_wait_s=s.max_wait_s,
+                            stall_steps=s.stall_steps,
+                            runner_options={"cpu_chunk_rows": s.cpu_chunk_rows, "cuda_graphs": s.cuda_graphs})
+
+
 class ModelRegistry:
     """All served models of one app."""
 
@@ -164,6 +239,7 @@ class ModelRegistry:
             raise RegistryError("no models to serve: set TRM_MODELS=name=path.safetensors[,...] "
                                 "(no bundled checkpoints found in trm_core/pretrained)")
         self.device = resolve_device(s.device)
+        warn_cpu_fallback(s.device, self.device)  # the CUDA image without a GPU: loud, and a gauge (metrics)
         if s.torch_threads:
             torch.set_num_threads(s.torch_threads)
         for name, path in specs:
@@ -174,42 +250,26 @@ class ModelRegistry:
                 self.defaults[served.task] = name
                 served.is_default = True
             self.models[name] = served
+            if (problem := recipe_beyond_limits(served, s)) is not None:
+                logger.warning("model %s: %s", name, problem)
             logger.info("model %s: %s task, %d params, %s, from %s (%.2fs incl. warm-up)", name, served.task,
                         served.model.num_trainable_params(), self.device, path, time.perf_counter() - t0)
         self.is_loaded = True
 
-    def _read(self, name: str, path: Path) -> ServedModel:
-        """Load and check one checkpoint (task, codec shape, ARC table, checksum); no engine yet."""
-        s = self.settings
+    def _read(self, name: str, path: Path) -> LoadedModel:
+        """Load and check one checkpoint (`load_model`) and take its checksum; no engine yet. Only the
+        server hashes the file (metrics, /v1/models, reload): `trm solve` does not pay for it."""
+        loaded = load_model(name, path, self.settings, self.device)
         try:
-            model, meta = load_checkpoint(path, device=self.device)
-            task = str(meta.get("task") or model.config.task)
-            if task not in TASK_NAMES:
-                raise ValueError(f"task {task!r} has no codec; served tasks: {', '.join(TASK_NAMES)}")
-            served = ServedModel(name=name, path=path, task=task, model=model, meta=meta,
-                                 engine=None, worker=None)  # type: ignore[arg-type]  # set by the caller
-            cfg = model.config
-            check_model_shape(task, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, grid_height=cfg.grid_height,
-                              grid_width=cfg.grid_width)
-            if task == "arc":
-                # pop: the raw table can be tens of MB and is not needed once parsed
-                served.arc_tasks = _parse_arc_table(meta.pop("arc_tasks", None), model.config.num_puzzle_identifiers,
-                                                    s.arc_max_versions)
-            served.sha256 = file_sha256(path)
-        except (FileNotFoundError, CheckpointFormatError, ValueError, OSError, RuntimeError) as e:
+            loaded.sha256 = file_sha256(path)
+        except OSError as e:
             raise RegistryError(f"cannot serve model {name!r} from {path}: {e}") from e
-        return served
+        return loaded
 
     def _load_one(self, name: str, path: Path) -> ServedModel:
-        s = self.settings
-        served = self._read(name, path)
-        model = served.model
-        served.engine = Engine.for_model(model, s.max_batch, s.max_queue, batching=s.batching,
-                                         max_wait_s=s.max_wait_s, stall_steps=s.stall_steps,
-                                         runner_options={"cpu_chunk_rows": s.cpu_chunk_rows,
-                                                         "cuda_graphs": s.cuda_graphs})
-        served.worker = EngineLoop(name, served.engine)
-        return served
+        loaded = self._read(name, path)
+        engine = build_engine(loaded, self.settings)
+        return ServedModel(**vars(loaded), engine=engine, worker=EngineLoop(name, engine))
 
     def start(self, on_step: Callable[[ServedModel, StepReport], None] | None = None) -> None:
         """Start one worker thread per model; the registry is ready afterwards."""
@@ -237,14 +297,21 @@ class ModelRegistry:
         """Re-read model `name` from its configured path, check and warm the new weights, and swap them
         in between two steps of the engine loop. The served shapes must not change (TRMConfig equal
         but for `halt_max_steps`), so the carry of running rows stays valid: a running row finishes on
-        the old weights or the new ones, never fails. Raises UnknownModelError, RegistryError (the file
-        cannot be served) or ReloadConflict (other shapes); either way the old weights keep serving.
+        the old weights or the new ones, never fails. Raises UnknownModelError, ReloadFailed (the file
+        cannot be served, or no step boundary came in `timeout_s`) or ReloadConflict (other shapes);
+        either way the old weights keep serving.
         ARC rows added by adaptation jobs are replaced by the file's table."""
         current = self.models.get(name)
         if current is None:
-            raise UnknownModelError("any task", name, sorted(self.models))
-        fresh = self._read(name, current.path)
+            raise UnknownModelError(None, name, sorted(self.models))
+        try:
+            fresh = self._read(name, current.path)
+        except RegistryError as e:
+            raise ReloadFailed(f"{e}; the old weights keep serving") from e
         old_cfg, new_cfg = dataclasses.asdict(current.config), dataclasses.asdict(fresh.config)
+        emb = current.model.puzzle_emb
+        if emb is not None:  # rows adaptation added sit in an extension table, which the reload drops
+            old_cfg["num_puzzle_identifiers"] = emb.weights.shape[0]
         differ = sorted(k for k in old_cfg if old_cfg[k] != new_cfg[k] and k != "halt_max_steps")
         if fresh.task != current.task or differ:
             what = f"task {fresh.task!r} instead of {current.task!r}" if fresh.task != current.task else (
@@ -258,8 +325,8 @@ class ModelRegistry:
             ones = torch.ones(1, dtype=torch.bool, device=self.device)
             _, out = fresh.model.step(fresh.model.reset_rows(carry, ones, carry.inputs, carry.puzzle_ids))
             if not bool(torch.isfinite(out.logits).all()):
-                raise RegistryError(f"cannot serve model {name!r} from {current.path}: its weights give "
-                                    "non-finite outputs")
+                raise ReloadFailed(f"cannot serve model {name!r} from {current.path}: its weights give "
+                                   "non-finite outputs; the old weights keep serving")
 
         def swap() -> None:  # on the engine thread, between two steps
             # in place: CUDA graphs captured on these tensors stay valid; the runner's copy and the
@@ -267,11 +334,18 @@ class ModelRegistry:
             for target in {id(m): m for m in (current.engine.runner.model, current.model)}.values():
                 with torch.no_grad():
                     for key, tensor in target.state_dict().items():
-                        tensor.copy_(weights[key])
+                        if key in weights:  # not an adaptation's extension rows (training/adapt.py)
+                            tensor.copy_(weights[key])
+                extra = getattr(target.puzzle_emb, "extra", None)
+                if extra is not None:  # one attribute store, as an install does: the file's table only
+                    target.puzzle_emb.extra = extra[:0]
                 target.config = fresh.config
             current.meta, current.arc_tasks, current.sha256 = fresh.meta, fresh.arc_tasks, fresh.sha256
 
-        current.worker.call_between_steps(swap, timeout_s)
+        try:
+            current.worker.call_between_steps(swap, timeout_s)
+        except TimeoutError as e:
+            raise ReloadFailed(f"{e}; nothing swapped, the old weights keep serving") from e
         logger.info("model %s: reloaded from %s (sha256 %s)", name, current.path, current.sha256)
         return current
 

@@ -6,6 +6,10 @@ maze generator's output), or a text file: Sudoku one puzzle per line, Maze one m
 rows (blocks separated by blank lines). Each line written is the HTTP API's response body for that
 puzzle, in input order, plus `index`.
 
+Options left unset (`--views`, `--max-steps`, `--halting`) come from the model's recipe: the
+model card's recommendation for hard puzzles, stored in the checkpoint. A model without one runs one
+view, its own step budget and verified halting. The HTTP API's defaults never change with a recipe.
+
 Exit code: 0 when every puzzle got a verified answer (`valid: true`), 1 otherwise, 2 on bad input.
 """
 
@@ -15,19 +19,22 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 from tqdm import tqdm
 
+from service.registry import RegistryError
 from service.settings import bundled_models
-from service.tasks.grid import MAZE, SUDOKU, GridTask
+from service.tasks.grid import GRID_TASKS, GridTask, parse_all
 from service.tasks.offline import load_served, solve_grids
+from trm_core.checkpoint import Recipe, read_metadata
 from trm_core.tasks import TaskInputError
 from trm_core.tasks.puzzle_csv import iter_puzzle_csv
 
-TASKS = {"sudoku": SUDOKU, "maze": MAZE}
+TASKS = GRID_TASKS
 
 
 def _say(line: str) -> None:
@@ -64,34 +71,65 @@ def default_model(task: str) -> str:
     raise FileNotFoundError(f"no bundled {task} model; pass --model FILE.safetensors")
 
 
+@dataclass(frozen=True)
+class SolveOptions:
+    """What each puzzle runs with: the flags given, else the model's recipe, else the plain defaults."""
+
+    views: int
+    max_steps: int | None  # None: the model's own halt_max_steps
+    halting: str
+    recipe: Recipe | None  # the recipe that filled an unset flag, if any
+
+
+def solve_options(args: argparse.Namespace, recipe: Recipe | None) -> SolveOptions:
+    """Flags first; then the recipe (unless --no-recipe); then 1 view, the model's steps, verified halting."""
+    recipe = None if args.no_recipe else recipe
+    used = recipe is not None and None in (args.views, args.max_steps, args.halting)
+    return SolveOptions(
+        views=args.views or (recipe.views if recipe else 1),
+        max_steps=args.max_steps or (recipe.max_steps if recipe else None),
+        halting=args.halting or (recipe.halting if recipe else "verified"),
+        recipe=recipe if used else None)
+
+
+def bundled_recipes() -> str:
+    """"sudoku: 128 views, 16 steps, verified halting; maze: none" for `--help` (file headers only)."""
+    parts = []
+    for path in bundled_models():
+        try:
+            recipe = read_metadata(path).get("recipe")
+        except (OSError, ValueError):
+            continue
+        parts.append(f"{Path(path).stem}: {recipe.describe() if recipe else 'none'}")
+    return "; ".join(parts) or "no bundled models"
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     task: GridTask = TASKS[args.task]
-    served = load_served(args.model or default_model(args.task), num_slots=args.batch,
-                         max_queue=max(4096, 2 * args.batch, args.views), stall_steps=args.stall_steps)
+    path = args.model or default_model(args.task)
+    opts = solve_options(args, read_metadata(path).get("recipe"))  # the header only; loading checks it again
+    served = load_served(path, num_slots=args.batch, max_queue=max(4096, 2 * args.batch, opts.views),
+                         stall_steps=args.stall_steps)
     if served.task != args.task:
         raise ValueError(f"{args.model} is a {served.task} model, not {args.task}")
+    if opts.recipe is not None:
+        running = Recipe(opts.views, opts.max_steps or served.config.halt_max_steps, opts.halting)
+        _say(f"trm solve: the model's recipe: {opts.recipe.describe()}; running {running.describe()} "
+             "(--views, --max-steps, --halting override it)")
     raw = read_puzzles(args.task, args.puzzle)
     if args.limit:
         raw = raw[:args.limit]
-    h, w = served.grid_shape
-    grids, errors = [], []
-    for i, obj in enumerate(raw):
-        obj = _maze_from_csv_text(obj, h, w) if args.task == "maze" else obj
-        try:
-            grid = task.parse(obj, ("puzzle", i), served)
-            reason = task.unsolvable(grid)
-            if reason is not None:
-                raise TaskInputError.single(("puzzle", i), reason)
-            grids.append(grid)
-        except TaskInputError as e:
-            errors += [f"puzzle {i}: {msg}" for _, msg in e.errors]
-    if errors:
-        for msg in errors[:20]:
-            _say(f"trm solve: {msg}")
+    if args.task == "maze":
+        raw = [_maze_from_csv_text(obj, *served.grid_shape) for obj in raw]
+    try:  # the server's validation: every puzzle parsed and checked for a solution before any runs
+        grids = parse_all(task, raw, [("puzzle", i) for i in range(len(raw))], served)
+    except TaskInputError as e:
+        for loc, msg in e.errors[:20]:
+            _say(f"trm solve: puzzle {loc[1]}: {msg}")
         return 2
     solved = 0
-    results: Iterator[dict] = solve_grids(served, task, grids, halting=args.halting, max_steps=args.max_steps,
-                                          views=args.views, max_view_rows=args.max_view_rows)
+    results: Iterator[dict] = solve_grids(served, task, grids, halting=opts.halting, max_steps=opts.max_steps,
+                                          views=opts.views, max_view_rows=args.max_view_rows)
     bar = tqdm(results, total=len(grids), desc=f"solve {args.task}", unit="puzzle", file=sys.stderr,
                disable=args.quiet or len(grids) < 2)
     for i, result in enumerate(bar):
@@ -106,13 +144,21 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trm solve", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="trm solve", description=__doc__.splitlines()[0],
+        epilog="--views, --max-steps and --halting default to the model's recipe, the model card's "
+               f"recommendation stored in the checkpoint (bundled: {bundled_recipes()}); without one, to "
+               "1 view, the model's steps and verified halting. The HTTP API's defaults stay one view.")
     p.add_argument("task", choices=sorted(TASKS))
     p.add_argument("puzzle", help="one puzzle, or a CSV / text file of puzzles")
     p.add_argument("--model", help="a trm-serve .safetensors file (default: the bundled model of the task)")
-    p.add_argument("--views", type=int, default=1, help="symmetric versions run per puzzle (default 1)")
-    p.add_argument("--halting", choices=("learned", "verified", "fixed"), default="verified")
-    p.add_argument("--max-steps", type=int, default=None, help="ACT steps per view (default: the model's)")
+    p.add_argument("--views", type=int, default=None,
+                   help="symmetric versions run per puzzle (default: the model's recipe, else 1)")
+    p.add_argument("--halting", choices=("learned", "verified", "fixed"), default=None,
+                   help="default: the model's recipe, else verified")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="ACT steps per view (default: the model's recipe, else the model's own)")
+    p.add_argument("--no-recipe", action="store_true", help="ignore the model's recipe (1 view unless --views)")
     p.add_argument("--max-view-rows", type=int, default=16, help="rows of one puzzle's views stepping at once")
     p.add_argument("--stall-steps", type=int, default=0, help="stop a verified row unchanged this many steps")
     p.add_argument("--batch", type=int, default=64, help="rows stepped together (slots)")
@@ -126,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.views < 1 or (args.max_steps is not None and args.max_steps < 1):
+    if any(v is not None and v < 1 for v in (args.views, args.max_steps)):
         _say("trm solve: error: --views and --max-steps must be >= 1")
         return 2
     if args.threads:
@@ -136,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.output, "w") as out:
                 return run(args, out)
         return run(args, sys.stdout)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RegistryError) as e:
         _say(f"trm solve: error: {e}")
         return 2
 

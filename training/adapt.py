@@ -43,6 +43,7 @@ import torch
 
 from trm_core import TRM
 from trm_core.loss import IGNORE_LABEL
+from trm_core.model import PuzzleEmbedding
 from trm_core.tasks import arc
 from trm_core.tasks.arc import ArcTask, Grid
 from trm_core.tasks.arc_vote import ArcVoter
@@ -172,20 +173,57 @@ def adapted_copy(model: TRM, num_rows: int, *, train_network: bool = False) -> T
     return clone
 
 
-def install_rows(model: TRM, rows: torch.Tensor) -> list[int]:
-    """Append `rows` [V, D] to the served model's puzzle table; returns their ids.
+class ExtendedPuzzleTable(PuzzleEmbedding):
+    """A served puzzle table plus rows added after loading: ids below the base table's size read it,
+    the others read the extension.
 
-    The table tensor is replaced (one attribute store), never written in place, so a step running on
-    another thread reads either the old table or the new one, both valid for every id it was given.
-    Callers serialise installs (the old table is read to build the new one).
+    A paper-size ARC table is 1.8-2.5 GB; growing it with `torch.cat` would hold two copies for a
+    moment and copy gigabytes per adapted task. Installing rows replaces only the small extension
+    (one attribute store), and the base table is never written.
+    """
+
+    def __init__(self, base: torch.Tensor, extra: torch.Tensor) -> None:
+        super().__init__(0, base.shape[1])
+        self.weights = base
+        self.register_buffer("extra", extra)
+
+    @property
+    def num_rows(self) -> int:
+        return self.weights.shape[0] + self.extra.shape[0]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        base, extra = self.weights, self.extra  # read once: an install may replace `extra` meanwhile
+        n = base.shape[0]
+        rows = base[ids.clamp(max=n - 1)]
+        if extra.shape[0]:  # shapes only: no device sync in the step path
+            rows = torch.where((ids >= n)[:, None], extra[(ids - n).clamp(0, extra.shape[0] - 1)], rows)
+        if self.training and torch.is_grad_enabled():
+            rows = rows.detach().requires_grad_(True)
+            self.local_weights, self.local_ids = rows, ids
+        return rows
+
+
+def install_rows(model: TRM, rows: torch.Tensor) -> list[int]:
+    """Add `rows` [V, D] to the served model's puzzle table; returns their ids.
+
+    The rows go to an extension table (`ExtendedPuzzleTable`): the first install swaps the model's
+    table module for one that holds the loaded table by reference, later installs replace the
+    extension. Each is one attribute store, never an in-place write, so a step running on another
+    thread reads either the old rows or the new ones, both valid for every id it was given.
+    Callers serialise installs (the old extension is read to build the new one).
     """
     emb = model.puzzle_emb
     if emb is None:
         raise ValueError("the model has no puzzle embedding")
-    old = emb.weights
-    emb.weights = torch.cat([old, rows.to(device=old.device, dtype=old.dtype)])
-    model.config = model.config.replace(num_puzzle_identifiers=emb.weights.shape[0])
-    return list(range(old.shape[0], old.shape[0] + rows.shape[0]))
+    if isinstance(emb, ExtendedPuzzleTable):
+        first = emb.num_rows
+        emb.extra = torch.cat([emb.extra, rows.to(device=emb.extra.device, dtype=emb.extra.dtype)])
+    else:
+        first = emb.weights.shape[0]
+        model.puzzle_emb = ExtendedPuzzleTable(emb.weights, rows.to(device=emb.weights.device,
+                                                                   dtype=emb.weights.dtype).clone())
+    model.config = model.config.replace(num_puzzle_identifiers=first + rows.shape[0])
+    return list(range(first, first + rows.shape[0]))
 
 
 # ---- data --------------------------------------------------------------------------------------

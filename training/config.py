@@ -143,7 +143,7 @@ class RunConfig(_Section):
     max_minutes: Float = 0.0  # stop (and checkpoint) after this much training wall time, summed over resumes
     resume: Bool = True  # continue from <dir>/checkpoint when it exists (false: refuse to touch it)
     # warm start: a model .safetensors (e.g. `trm export` output) whose weights start a new run; a run that
-    # resumes from its own checkpoint ignores it. Its config must match [model] except halt_max_steps.
+    # resumes from its own checkpoint ignores it. Its config must match [model] except the recursion counts.
     init_from: str = ""
     halt_exploration_prob: Float = 0.1
     eval_interval: Int = 0  # steps between evaluations (0 = only at the end)

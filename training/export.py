@@ -1,10 +1,15 @@
-"""`trm export RUN -o model.safetensors`: a servable model file from a training run.
+"""`trm export RUN -o model.safetensors [--recipe ...]`: a servable model file from a training run.
 
 The file holds the EMA weights (the live ones with `--no-ema`, or when the run had no EMA) plus the
 live buffers (the puzzle table is not EMA'd, as in the original), the config, and metadata:
 `task`, `train` (a summary: data, steps, wall time, the optimizer settings, the last evaluation) and,
 for ARC, `arc_tasks`: the table the ARC builder writes to `<data>/arc_tasks.json`, which the service
 needs to map a task to its puzzle-embedding rows and to invert augmentations when voting.
+
+`--recipe views=128,max_steps=16,halting=verified` writes the serving recipe the model card
+recommends (metadata `recipe`; the web page and `trm solve` start from it). Given a model file
+instead of a run directory, export copies it with the recipe set (`--recipe none` removes it) and
+the weights untouched; `-o` may name the same file.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from trm_core import TRM, save_checkpoint
+from trm_core.checkpoint import RECIPE_FIELDS, Recipe, parse_recipe, rewrite_metadata
 
 from .config import TrainConfig
 from .run_state import CHECKPOINT_DIR, load_tensors, read_state
 
-__all__ = ["export_run", "main"]
+__all__ = ["export_run", "main", "parse_recipe_arg"]
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +47,30 @@ def _last_eval(run_dir: Path) -> dict[str, Any]:
     return last
 
 
+def parse_recipe_arg(text: str) -> Recipe | None:
+    """`views=128,max_steps=16,halting=verified` (or a JSON object) -> Recipe; `none` -> None (remove).
+
+    Raises ValueError naming the field (the checkpoint's own check, `parse_recipe`).
+    """
+    text = text.strip()
+    if text.lower() == "none":
+        return None
+    if text.startswith("{"):
+        return parse_recipe(json.loads(text))
+    raw: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not value.strip():
+            raise ValueError(f"recipe: {part!r} is not key=value (keys: {', '.join(RECIPE_FIELDS)})")
+        value = value.strip()
+        raw[key] = int(value) if key in ("views", "max_steps") and value.lstrip("-").isdigit() else value
+    return parse_recipe(raw)
+
+
 def export_run(run_dir: str | Path, out: str | Path, *, use_ema: bool = True,
-               extra_train: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the run's model to `out`; returns the metadata written."""
+               extra_train: dict[str, Any] | None = None, recipe: Recipe | None = None) -> dict[str, Any]:
+    """Write the run's model to `out` (with the serving `recipe`, if given); returns the metadata written."""
     run_dir = Path(run_dir)
     state = read_state(run_dir)
     cfg = TrainConfig.from_dict(state["config"])
@@ -72,6 +99,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, use_ema: bool = True,
         **(extra_train or {}),
     }
     metadata: dict[str, Any] = {"task": cfg.model.task, "train": train, "train_config": cfg.to_dict()}
+    if recipe is not None:
+        metadata["recipe"] = parse_recipe(recipe, cfg.model.task).to_dict()  # checked before the file is written
     if cfg.model.task == "arc":
         table = Path(cfg.data.path) / "arc_tasks.json"
         if not table.is_file():
@@ -84,20 +113,34 @@ def export_run(run_dir: str | Path, out: str | Path, *, use_ema: bool = True,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="trm export", description="Export a training run's (EMA) model "
-                                     "to one self-describing .safetensors file.")
-    parser.add_argument("run", help="run directory (run.dir of `trm train`)")
-    parser.add_argument("-o", "--output", required=True, help="output .safetensors path")
+                                     "to one self-describing .safetensors file, or set the serving recipe of "
+                                     "a model file (weights untouched).")
+    parser.add_argument("run", help="run directory (run.dir of `trm train`), or a .safetensors model file")
+    parser.add_argument("-o", "--output", required=True, help="output .safetensors path (may be the input file)")
     parser.add_argument("--no-ema", action="store_true", help="export the live weights instead of the EMA")
+    parser.add_argument("--recipe", metavar="views=N,max_steps=N,halting=MODE",
+                        help="the model card's serving recipe, stored in the file for the web page and `trm "
+                             "solve` (halting: learned, verified or fixed); `none` removes it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        meta = export_run(args.run, args.output, use_ema=not args.no_ema)
+        recipe = parse_recipe_arg(args.recipe) if args.recipe is not None else None
+        if Path(args.run).is_file():
+            if args.recipe is None or args.no_ema:
+                raise ValueError(f"{args.run} is a model file: only --recipe applies to it (`none` removes it)")
+            meta = rewrite_metadata(args.run, args.output, {"recipe": recipe})
+            summary = {"task": meta["task"]}
+        else:
+            meta = export_run(args.run, args.output, use_ema=not args.no_ema, recipe=recipe)
+            summary = {"task": meta["task"], "steps": meta["train"]["steps"], "ema": meta["train"]["ema"]}
     except (OSError, ValueError, KeyError) as e:
         print(f"trm export: {e}", file=sys.stderr)  # noqa: T201 - CLI failure line
         return 2
     size = Path(args.output).stat().st_size
-    print(json.dumps({"output": str(args.output), "bytes": size, "task": meta["task"],  # noqa: T201 - CLI output
-                      "steps": meta["train"]["steps"], "ema": meta["train"]["ema"]}))
+    recipe_out = meta.get("recipe")
+    recipe_out = recipe_out.to_dict() if isinstance(recipe_out, Recipe) else recipe_out
+    print(json.dumps({"output": str(args.output), "bytes": size, **summary,  # noqa: T201 - CLI output
+                      "recipe": recipe_out}))
     return 0
 
 

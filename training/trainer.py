@@ -169,13 +169,15 @@ class Trainer:
     def _init_from(self, path: str) -> None:
         """Start from trained weights: a longer campaign continues a bundled model instead of redoing it.
 
-        The recursion depth at training time (halt_max_steps) may differ: the weights do not depend on it.
+        The recursion counts (halt_max_steps, H_cycles, L_cycles) may differ: the weights do not depend on
+        them, so a model can be trained on to recurse deeper.
         """
         meta = read_metadata(path)
+        free = dict.fromkeys(("halt_max_steps", "H_cycles", "L_cycles"), 0)
         theirs, ours = meta["config"].to_dict(), self.cfg.model.to_dict()
-        if {**theirs, "halt_max_steps": 0} != {**ours, "halt_max_steps": 0}:
-            raise ConfigError(f"run.init_from={path}: its model config {meta['config'].to_dict()} differs from "
-                              f"[model] {self.cfg.model.to_dict()} (only halt_max_steps may differ)")
+        if {**theirs, **free} != {**ours, **free}:
+            raise ConfigError(f"run.init_from={path}: its model config {theirs} differs from [model] {ours} "
+                              "(only the recursion counts halt_max_steps, H_cycles, L_cycles may differ)")
         with safe_open(path, framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         load_state_dict_strict(self.model, {k: v.to(self.device) for k, v in tensors.items()}, source=path)

@@ -39,8 +39,8 @@ COMMANDS: dict[str, Command] = {
     "build-data": Command("training.data.cli:main", "build a training/eval dataset (sudoku | maze | arc)", "training"),
     "train": Command("training.train:main", "train a model from a config file", "training"),
     "eval": Command("training.evaluate:main", "measure a model on a dataset", "training"),
-    "export": Command("training.export:main", "export a training run's EMA weights to one safetensors file",
-                      "training"),
+    "export": Command("training.export:main", "export a training run's EMA weights to one safetensors file; "
+                      "set a model's serving recipe", "training"),
     "serve": Command("service.cli:main", "start the HTTP inference service"),
     "solve": Command("service.solve_cli:main", "solve Sudoku/Maze puzzles with the serving engine, no server"),
     "arc-solve": Command("training.adapt:main", "adapt an ARC model to unseen tasks, write the ARC Prize "

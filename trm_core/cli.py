@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointFormatError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointFormatError, load_checkpoint
 from .config import PRESETS, TRMConfig
 from .model import TRM
 
@@ -39,25 +39,36 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 def convert_original(args: argparse.Namespace) -> int:
     import yaml  # only this command reads the original's YAML
 
-    from .original import import_original, load_original_file
+    from .original import convert_original_file, find_run_config
 
-    with open(args.config) as f:
+    config_path = Path(args.config) if args.config else find_run_config(args.checkpoint)
+    with open(config_path) as f:
         run_config = yaml.safe_load(f)
     if not isinstance(run_config, dict) or not isinstance(run_config.get("arch"), dict):
-        raise ValueError(f"{args.config} has no `arch:` section; pass the all_config.yaml the original run wrote")
+        raise ValueError(f"{config_path} has no `arch:` section; pass the all_config.yaml the original run wrote")
     arch = dict(run_config["arch"])
-    if args.dataset_json:
-        with open(args.dataset_json) as f:
+    extra: dict[str, Any] = {}
+    dataset_json = args.dataset_json or (Path(args.dataset) / "train" / "dataset.json" if args.dataset else None)
+    if dataset_json:
+        with open(dataset_json) as f:
             data = json.load(f)
-        arch.update({k: data[k] for k in ("seq_len", "vocab_size", "num_puzzle_identifiers") if k in data})
+        arch.update({k: data[k] for k in ("seq_len", "vocab_size", "num_puzzle_identifiers", "task", "grid_height",
+                                          "grid_width") if k in data})
+    if args.dataset and (Path(args.dataset) / "arc_tasks.json").is_file():
+        # the ARC versions table: the service recognises a posted task by it and runs its rows
+        extra["arc_tasks"] = json.loads((Path(args.dataset) / "arc_tasks.json").read_text())
+        arch.setdefault("task", "arc")
+        arch.setdefault("grid_height", 30)
+        arch.setdefault("grid_width", 30)
     arch.update(parse_overrides(args.overrides))
-    model = import_original(load_original_file(args.checkpoint), arch)
-    save_checkpoint(model, args.output, metadata={
+    config = convert_original_file(args.checkpoint, args.output, arch, metadata={
+        **extra,
         "train": {"source": "original TinyRecursiveModels checkpoint", "checkpoint": Path(args.checkpoint).name,
-                  "run": {k: run_config.get(k) for k in ("project_name", "run_name", "data_paths", "lr")}},
+                  "run": {k: run_config.get(k) for k in ("project_name", "run_name", "data_paths", "lr", "ema")}},
     })
+    model = TRM(config.replace(num_puzzle_identifiers=1))
     print(f"wrote {args.output}: {model.num_trainable_params():,} trainable parameters, "
-          f"puzzle table {model.num_puzzle_table_params():,}")
+          f"puzzle table {config.num_puzzle_identifiers:,} x {config.puzzle_emb_ndim}")
     return 0
 
 
@@ -100,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=info)
     p = sub.add_parser("convert-original", help="convert an original TRM checkpoint to safetensors")
-    p.add_argument("checkpoint", help="the original run's checkpoint file (e.g. step_65104)")
-    p.add_argument("--config", required=True, help="the all_config.yaml the original run wrote")
+    p.add_argument("checkpoint", help="the original run's checkpoint file (e.g. step_518071)")
+    p.add_argument("--config", help="the all_config.yaml the original run wrote (default: the one beside the file)")
+    p.add_argument("--dataset", help="the dataset folder the run trained on (train/dataset.json; for ARC also "
+                   "arc_tasks.json from `trm build-data arc`, so the service recognises its tasks)")
     p.add_argument("--dataset-json", help="the dataset's train/dataset.json (seq_len, vocab_size, puzzle ids)")
     p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     p.add_argument("overrides", nargs="*", help="arch fields as key=value, e.g. H_cycles=3 task=sudoku")

@@ -5,21 +5,38 @@ read `_orig_mod.model.inner.<name>`, and keeps the architecture in `all_config.y
 seq_len / vocab_size / num_puzzle_identifiers live in the dataset's `dataset.json`. This module maps
 those names onto ours explicitly (no silent prefix stripping elsewhere) and infers from the tensor
 shapes whatever they determine, refusing a config that contradicts them.
+
+Layouts met in the wild, all read with `torch.load(weights_only=True)` only (nothing unpickled):
+the raw `step_N` file `pretrain.py` writes (no extension) beside its `all_config.yaml`; keys with
+or without `_orig_mod.` (torch.compile) and `module.` (DDP); the EMA model's state dict (what
+`pretrain.py` saves with `ema: True`); a run trained with AdamW instead of AdamATan2 (same
+weights); and a training state wrapped in a dict (`{"model": ..., "optimizer": ..., "step": N}`,
+or `{"ema": ...}`), whose weights are taken and the rest ignored. `convert_original_file` streams
+a paper-size puzzle table from the memory-mapped file to safetensors without a second copy.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointFormatError, load_state_dict_strict
+from .checkpoint import FORMAT, CheckpointFormatError, check_state_shapes, load_state_dict_strict, write_safetensors
 from .config import TRMConfig
 from .model import TRM
 
-_PREFIXES = ("_orig_mod.model.inner.", "model.inner.", "inner.")
+logger = logging.getLogger(__name__)
+
+_WRAPPERS = ("_orig_mod.", "module.")  # torch.compile, DDP: any order, any number
+_PREFIXES = ("model.inner.", "inner.")
+# keys of a saved training state that hold the model's weights, preferred first (EMA is what the
+# original evaluates and saves)
+_STATE_KEYS = ("ema", "ema_state_dict", "ema_model", "model", "model_state_dict", "state_dict", "weights")
 _RENAMES = [  # original name (after the prefix) -> ours
     (r"^embed_tokens\.embedding_weight$", "embed_tokens.weight"),
     (r"^embed_pos\.embedding_weight$", "pos_embed.weight"),
@@ -43,6 +60,8 @@ def rename_original_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
     out, unknown = {}, []
     for key, value in state_dict.items():
         name = key
+        while name.startswith(_WRAPPERS):
+            name = name.split(".", 1)[1]
         for prefix in _PREFIXES:
             if name.startswith(prefix):
                 name = name[len(prefix):]
@@ -66,8 +85,12 @@ def infer_config(tensors: dict[str, torch.Tensor], original_config: dict[str, An
         raise CheckpointFormatError(f"arch.name={name!r} is not the TRM model (recursive_reasoning.trm@...)")
     for key, value in _ORIGINAL_DEFAULTS.items():
         cfg.setdefault(key, value)
-    if "H_init" not in tensors or "embed_tokens.weight" not in tensors:
-        raise CheckpointFormatError("original checkpoint lacks H_init or embed_tokens: is it a TRM state dict?")
+    if "embed_tokens.weight" not in tensors:
+        raise CheckpointFormatError("original checkpoint lacks embed_tokens: is it a TRM state dict?")
+    if "H_init" not in tensors:
+        raise CheckpointFormatError("original checkpoint lacks the H_init/L_init buffers (and the puzzle table): an "
+                                    "EMA helper's shadow dict holds only the trained parameters; convert the "
+                                    "step_N file the run saved (with ema: True it is the EMA model's full state)")
     layer_ids = {int(k.split(".")[1]) for k in tensors if k.startswith("layers.")}
     inferred: dict[str, Any] = {
         "hidden_size": tensors["H_init"].shape[0],
@@ -126,15 +149,83 @@ def import_original(state_dict: dict[str, torch.Tensor], original_config: dict[s
     return model.eval()
 
 
-def load_original_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read an original `.pt` checkpoint without executing code (weights_only=True)."""
+def _unwrap(state: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensor state dict inside what torch.load returned (see the module docstring)."""
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return state
+    if isinstance(state, dict):
+        for key in _STATE_KEYS:
+            inner = state.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                logger.info("%s: taking the weights under %r (ignoring %s)", path, key,
+                            sorted(str(k) for k in state if k != key))
+                return inner
+    raise CheckpointFormatError(f"{path} does not hold a state dict of tensors (nor one under "
+                                f"{'/'.join(_STATE_KEYS)})")
+
+
+def load_original_file(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """Read an original checkpoint (`step_N`, `.pt`, ...) without executing code (weights_only=True).
+
+    `mmap=True` maps the file instead of reading it (a multi-GB puzzle table stays on disk until
+    used); files in torch's legacy (pre-zip) format cannot be mapped and are read whole.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as e:
+            if not mmap or "mmap" not in str(e):
+                raise
+            logger.warning("%s cannot be memory-mapped (%s); reading it whole", path, e)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError/RuntimeError for non-weight content
         raise CheckpointFormatError(f"{path} is not a plain tensor state dict ({type(e).__name__}: {e}); "
                                     f"only weights_only checkpoints are accepted") from e
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointFormatError(f"{path} does not hold a state dict of tensors")
-    return state
+    return _unwrap(state, path)
+
+
+def find_run_config(checkpoint: str | os.PathLike) -> Path:
+    """The `all_config.yaml` the original run wrote into its checkpoint folder, beside `step_N`."""
+    path = Path(checkpoint).parent / "all_config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no all_config.yaml beside {checkpoint}; pass --config with the file the "
+                                f"original run wrote into its checkpoint folder")
+    return path
+
+
+def _expected_shapes(config: TRMConfig) -> dict[str, tuple[int, ...]]:
+    """Our state dict's shapes for `config`, without allocating its puzzle table."""
+    shapes = {k: tuple(v.shape) for k, v in TRM(config.replace(num_puzzle_identifiers=1)).state_dict().items()}
+    if "puzzle_emb.weights" in shapes:
+        shapes["puzzle_emb.weights"] = (config.num_puzzle_identifiers, config.puzzle_emb_ndim)
+    return shapes
+
+
+def check_shapes(tensors: dict[str, torch.Tensor], config: TRMConfig, source: str) -> None:
+    """`load_state_dict_strict`'s checks (names, shapes, dtypes) without building the model."""
+    check_state_shapes(_expected_shapes(config), tensors, source)
+    bad = sorted(k for k, v in tensors.items() if v.dtype not in (torch.float32, torch.bfloat16, torch.float16))
+    if bad:
+        raise CheckpointFormatError(f"{source}: tensors must be floating point; got others for {bad}")
+
+
+def convert_original_file(checkpoint: str | os.PathLike, output: str | os.PathLike, original_config: dict[str, Any],
+                          metadata: dict[str, Any] | None = None) -> TRMConfig:
+    """An original checkpoint file -> a trm-serve safetensors checkpoint, streamed.
+
+    The file is memory-mapped and each tensor written as float32 in bounded chunks, so peak memory
+    stays near one copy of the largest tensor's pages instead of two or three (a 2.5 GB ARC table).
+    `original_config` as for `import_original`; `metadata` as for `save_checkpoint`.
+    """
+    state = load_original_file(checkpoint, mmap=True)
+    tensors = rename_original_keys(state)
+    config = infer_config(tensors, original_config)
+    check_shapes(tensors, config, f"original checkpoint {checkpoint}")
+    meta = {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()
+            if k not in ("format", "task", "config")}
+    meta.update(format=FORMAT, config=config.to_json(), task=str(config.task))
+    meta.setdefault("train", json.dumps({}))
+    write_safetensors(output, tensors, meta, float_dtype=torch.float32)
+    return config

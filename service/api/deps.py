@@ -1,11 +1,12 @@
 """Request dependencies as `Annotated` aliases: handlers declare what they need by type.
 
-Failures raise inside the dependency (401 for the key, 503 when not ready) and app.py maps them.
+Failures raise inside the dependency (503 when not ready) and service/api/errors.py maps them. The
+API key is checked by ApiKeyMiddleware before the body is read; `ApiKeyDep` only declares the bearer
+scheme in the OpenAPI document of the routes behind it.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Annotated
 
@@ -15,11 +16,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.settings import Settings
-from service.tasks.submit import ServiceUnavailable
-
-
-class AuthError(PermissionError):
-    """Missing or wrong API key (HTTP 401)."""
+from service.tasks.errors import ServiceUnavailable
+from service.tasks.options import SolveContext
+from service.tasks.submit import Disconnected
 
 
 def get_settings(request: Request) -> Settings:
@@ -34,23 +33,20 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_solve_context(request: Request) -> SolveContext:
+    return request.app.state.solve_context
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SolveContextDep = Annotated[SolveContext, Depends(get_solve_context)]
 
 _bearer = HTTPBearer(auto_error=False, description="TRM_API_KEY, when the server sets one")
 
 
-def check_api_key(settings: SettingsDep,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    """Require `Authorization: Bearer <TRM_API_KEY>` when a key is configured (constant-time compare)."""
-    key = settings.api_key
-    if key is None:
-        return
-    if credentials is None:
-        raise AuthError("missing API key: send 'Authorization: Bearer <key>'")
-    if not hmac.compare_digest(credentials.credentials.encode(), key.get_secret_value().encode()):
-        raise AuthError("wrong API key")
+def api_key_scheme(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """Documents `Authorization: Bearer <TRM_API_KEY>`; ApiKeyMiddleware has already checked it."""
 
 
 def check_ready(registry: RegistryDep) -> None:
@@ -59,11 +55,25 @@ def check_ready(registry: RegistryDep) -> None:
                                                       "still loading its models"))
 
 
+async def _until_disconnect(request: Request) -> None:
+    """Returns when the client goes away (the body has been read, so only http.disconnect is left)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def disconnected(request: Request) -> Disconnected:
+    """The request's `Disconnected` for the task layer: an awaitable that completes when the client leaves."""
+    return lambda: _until_disconnect(request)
+
+
 def arrival_time(request: Request) -> float:
     """When the request arrived (stamped by RequestMetricsMiddleware), else now."""
     return request.scope.get("state", {}).get("trm_t0") or time.monotonic()
 
 
-ApiKeyDep = Depends(check_api_key)
+ApiKeyDep = Depends(api_key_scheme)
 ReadyDep = Depends(check_ready)
 ArrivalDep = Annotated[float, Depends(arrival_time)]
+DisconnectedDep = Annotated[Disconnected, Depends(disconnected)]

@@ -1,8 +1,8 @@
 """Graceful shutdown on SIGTERM, run by the app before the HTTP server stops (service/api/server.py).
 
 The order matters. uvicorn's own graceful shutdown closes the port first and cancels handlers
-still running after its timeout (they answered 500 with a traceback); the app's lifespan drain ran
-only after that, so it never saw traffic. Here the app drains while the server still listens:
+still running after its timeout (they answer 500 with a traceback); a drain in the app's lifespan
+runs only after that and would see no traffic. So the app drains while the server still listens:
 
 1. Draining starts: /readyz says 503, new solve requests get 503 problem+json with Retry-After,
    every response says `Connection: close`. This lasts at least TRM_PRESTOP_S, so that a load

@@ -1,9 +1,9 @@
 """Pure ASGI middleware: the API key, the request body (size and read time), the server guard
 (connection limit, drain) and per-request HTTP metrics.
 
-The API key is checked from the headers alone, before a byte of the body is read: an
-unauthenticated client learns nothing about the parser or the limits (always 401) and cannot make
-the server buffer a body.
+The API key is checked here and only here, from the headers alone, before a byte of the body is
+read: an unauthenticated client learns nothing about the parser or the limits (always 401) and
+cannot make the server buffer a body. (service/api/deps.py only declares the scheme for OpenAPI.)
 
 The body limit counts the bytes actually received, so a client that sends no Content-Length (or a
 false one, or a chunked body) cannot get past it; the body is buffered (at most `max_bytes`) and
@@ -16,35 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import Problem, send_problem
 from service.metrics import Metrics
 from trm_core.tasks import TASK_NAMES
 
-PROBLEM_JSON = "application/problem+json"
-
-
-def problem_body(status: int, slug: str, title: str, detail: str,
-                 errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """RFC 9457 problem details; `type` is a stable URN per kind of problem."""
-    return {"type": f"urn:trm:problem:{slug}", "title": title, "status": status, "detail": detail,
-            "errors": errors or []}
-
-
-async def send_problem(send: Send, status: int, slug: str, title: str, detail: str,
-                       headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps(problem_body(status, slug, title, detail)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
+# Probes and scrapes: never refused for load, never behind the key (a liveness probe must not fail
+# because the server is busy, and orchestrators' probes carry no credentials).
+PROBES = ("/healthz", "/readyz", "/metrics")
 
 
 class ApiKeyMiddleware:
@@ -66,7 +51,8 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         detail = "missing API key: send 'Authorization: Bearer <key>'" if given is None else "wrong API key"
-        await send_problem(send, 401, "unauthorized", "Unauthorized", detail, [(b"www-authenticate", b"Bearer")])
+        await send_problem(send, Problem(401, "unauthorized", "Unauthorized", detail,
+                                         headers={"WWW-Authenticate": "Bearer"}))
 
 
 class BodyLimitMiddleware:
@@ -80,11 +66,12 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        too_large = (f"request body is larger than {self.max_bytes} bytes (TRM_MAX_BODY_BYTES); "
-                     "send smaller batches")
+        too_large = Problem(413, "body-too-large", "Request body too large",
+                            f"request body is larger than {self.max_bytes} bytes (TRM_MAX_BODY_BYTES); "
+                            "send smaller batches")
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await send_problem(send, 413, "body-too-large", "Request body too large", too_large)
+                await send_problem(send, too_large)
                 return
         chunks, size = [], 0
         deadline = time.monotonic() + self.timeout_s
@@ -92,17 +79,17 @@ class BodyLimitMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                await send_problem(send, 408, "body-timeout", "Request body timeout",
-                                   f"the request body did not arrive within {self.timeout_s:g}s "
-                                   f"(TRM_BODY_TIMEOUT_S); {size} bytes received",
-                                   [(b"connection", b"close")])
+                await send_problem(send, Problem(408, "body-timeout", "Request body timeout",
+                                                 f"the request body did not arrive within {self.timeout_s:g}s "
+                                                 f"(TRM_BODY_TIMEOUT_S); {size} bytes received",
+                                                 headers={"Connection": "close"}))
                 return
             if message["type"] == "http.disconnect":
                 return  # the client left while sending; nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await send_problem(send, 413, "body-too-large", "Request body too large", too_large)
+                await send_problem(send, too_large)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -137,9 +124,6 @@ class ServerGuard:
                 and self.open_connections() > self.max_connections)
 
 
-PROBES = ("/healthz", "/readyz", "/metrics")
-
-
 class ServerGuardMiddleware:
     """Connection limit and drain at the HTTP edge.
 
@@ -159,10 +143,10 @@ class ServerGuardMiddleware:
             return
         guard = self.guard
         if guard.is_over_limit() and scope.get("path") not in PROBES:
-            await send_problem(send, 503, "too-many-connections", "Too many connections",
-                               f"the server holds more than {guard.max_connections} open connections "
-                               "(TRM_MAX_CONNECTIONS); retry shortly",
-                               [(b"retry-after", b"1"), (b"connection", b"close")])
+            await send_problem(send, Problem(503, "too-many-connections", "Too many connections",
+                                             f"the server holds more than {guard.max_connections} open "
+                                             "connections (TRM_MAX_CONNECTIONS); retry shortly",
+                                             headers={"Retry-After": "1", "Connection": "close"}))
             return
 
         async def send_wrapper(message: Message) -> None:

@@ -8,11 +8,12 @@ pydantic's union errors cannot do. Everything else is strict: unknown fields are
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model, model_validator
 
+from service.tasks.options import Items, RequestOptions
+from service.traffic import WindowStats
 from trm_core.halting import HALTING_MODES
 
 HaltingMode = Literal[HALTING_MODES]  # the option's values are trm_core.halting's modes, in its order
@@ -82,6 +83,18 @@ class SolveOptions(BaseModel):
             _exactly_one(self, *self._forms)
         return self
 
+    def options(self) -> RequestOptions:
+        """The options as the task layer takes them (no HTTP types below this layer)."""
+        return RequestOptions(model=self.model, max_steps=self.max_steps, halting=self.halting,
+                              return_steps=self.return_steps, views=getattr(self, "views", None),
+                              priority=self.priority)
+
+    def items(self) -> Items:
+        """The puzzles (or tasks) sent, one or a batch, with their locations."""
+        assert self._forms is not None, "only a solve request has items"
+        single, batch = self._forms
+        return Items.of(getattr(self, single), getattr(self, batch), self._forms)
+
 
 def _exactly_one(obj: BaseModel, single: str, batch: str) -> None:
     """Exactly one of the two fields sent, and not null: what the OpenAPI schema says (`_one_of`)."""
@@ -95,19 +108,37 @@ def _exactly_one(obj: BaseModel, single: str, batch: str) -> None:
                          f"{'not both' if has_single else 'got neither'}")
 
 
-def _one_of(single: str, batch: str) -> Callable[[dict[str, Any]], None]:
-    """The JSON schema of `_exactly_one`: oneOf required single / batch, neither of them nullable."""
+class _OneOfForms:
+    """A solve request's two forms as named object schemas (`<Name>One` with the single field required,
+    `<Name>Batch` with the batch field), so that client generators type both while `oneOf` keeps the
+    exactly-one-of rule (`_exactly_one`) in the document. Validation stays on the one class with
+    both fields, whose messages name the fields the client sent; `forms_in_openapi` swaps the
+    class's schema for the `oneOf` in the OpenAPI document."""
 
-    def extra(schema: dict[str, Any]) -> None:
-        for name in (single, batch):
-            prop = schema.get("properties", {}).get(name, {})
-            options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
-            if len(options) == 1:
-                prop.update(options[0])
-            prop.pop("default", None)
-        schema["oneOf"] = [{"required": [single]}, {"required": [batch]}]
+    _form_models: ClassVar[tuple[type[BaseModel], type[BaseModel]]]
 
-    return extra
+
+def forms_in_openapi(schemas: dict[str, Any]) -> None:
+    """Replace each solve request's component by `oneOf` its two named forms (added as components)."""
+    for request in (SudokuSolveRequest, MazeSolveRequest, ArcSolveRequest):
+        if request.__name__ not in schemas:
+            continue
+        refs = []
+        for form in request._form_models:
+            schema = form.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[form.__name__] = schema
+            refs.append({"$ref": f"#/components/schemas/{form.__name__}"})
+        schemas[request.__name__] = {"title": request.__name__, "description": request.__doc__, "oneOf": refs}
+
+
+def _named_forms(name: str, options: type[BaseModel], single: str, batch: str, item: Any,
+           doc: str) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The two named form models (`<name>One`, `<name>Batch`): the options plus one required field."""
+    one = create_model(f"{name}One", __base__=options, __doc__=f"{doc}: one", **{single: (item, ...)})
+    many = create_model(f"{name}Batch", __base__=options, __doc__=f"{doc}: a batch, answered in order",
+                         **{batch: (list[item], Field(..., min_length=1))})
+    return one, many
 
 
 class GridSolveOptions(SolveOptions):
@@ -121,34 +152,34 @@ class GridSolveOptions(SolveOptions):
                     "verified) or the vote of all of them; default 1; at most TRM_MAX_VIEWS")
 
 
-class SudokuSolveRequest(GridSolveOptions):
+class SudokuSolveRequest(_OneOfForms, GridSolveOptions):
     """POST /v1/sudoku/solve: one puzzle (`puzzle`) or a batch (`puzzles`)."""
 
-    model_config = ConfigDict(json_schema_extra=_one_of("puzzle", "puzzles"))
     puzzle: SudokuPuzzle | None = None
     puzzles: list[SudokuPuzzle] | None = Field(None, min_length=1)
 
     _forms = ("puzzle", "puzzles")
+    _form_models = _named_forms("SudokuSolve", GridSolveOptions, "puzzle", "puzzles", SudokuPuzzle, "Sudoku")
 
 
-class MazeSolveRequest(GridSolveOptions):
+class MazeSolveRequest(_OneOfForms, GridSolveOptions):
     """POST /v1/maze/solve: one maze (`puzzle`) or a batch (`puzzles`)."""
 
-    model_config = ConfigDict(json_schema_extra=_one_of("puzzle", "puzzles"))
     puzzle: MazePuzzle | None = None
     puzzles: list[MazePuzzle] | None = Field(None, min_length=1)
 
     _forms = ("puzzle", "puzzles")
+    _form_models = _named_forms("MazeSolve", GridSolveOptions, "puzzle", "puzzles", MazePuzzle, "Maze")
 
 
-class ArcSolveRequest(SolveOptions):
+class ArcSolveRequest(_OneOfForms, SolveOptions):
     """POST /v1/arc/solve: one task (`task`) or a batch (`tasks`)."""
 
-    model_config = ConfigDict(json_schema_extra=_one_of("task", "tasks"))
     task: ArcTaskJson | None = None
     tasks: list[ArcTaskJson] | None = Field(None, min_length=1)
 
     _forms = ("task", "tasks")
+    _form_models = _named_forms("ArcSolve", SolveOptions, "task", "tasks", ArcTaskJson, "ARC")
 
 
 # ---- sent by the server ------------------------------------------------------------------------
@@ -222,6 +253,15 @@ class ArcBatchResponse(BaseModel):
     results: list[ArcSolveResult]
 
 
+class RecipeOut(BaseModel):
+    """The serving recipe the model card recommends (checkpoint metadata `recipe`). Not the API's default:
+    a solve request runs it only when it asks for these options."""
+
+    views: int = Field(ge=1, description="symmetric views per puzzle (the request's `views`)")
+    max_steps: int = Field(ge=1, description="ACT steps per view (the request's `max_steps`)")
+    halting: HaltingMode = Field(description="halting mode (the request's `halting`)")
+
+
 class ModelInfo(BaseModel):
     name: str
     task: str
@@ -234,6 +274,13 @@ class ModelInfo(BaseModel):
     num_arc_tasks: int | None = Field(None, description="ARC: tasks the model was trained on")
     train: dict[str, Any] = Field(default_factory=dict, description="training summary from the checkpoint")
     sha256: str | None = Field(None, description="SHA-256 of the checkpoint file the served weights came from")
+    cuda_graphs: dict[str, list[int]] | None = Field(
+        None, description="CUDA graphs per row bucket: {captured: [...], fallback: [...]} (fallback: buckets "
+                          "whose replay failed the start-up self-check and step eagerly); null when not used")
+    recipe: RecipeOut | None = Field(
+        None, description="the model card's recommended options for hard puzzles (the web page starts from "
+                          "them); send them in a solve request to use them, the API's defaults stay one view "
+                          "and learned halting; null when the checkpoint names none")
 
 
 class ModelsResponse(BaseModel):
@@ -250,6 +297,73 @@ class Health(BaseModel):
     status: Literal["ok", "ready", "not ready"]
     models: dict[str, dict[str, int]] = Field(default_factory=dict,
                                               description="per model: waiting rows, running rows, slots")
+
+
+class ArcAdaptRequest(BaseModel):
+    """POST /v1/arc/tasks: adapt a model to a task it was not trained on."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    task: ArcTaskJson
+    model: str | None = Field(None, description="ARC model name (GET /v1/models); default: the ARC default")
+    max_steps: int | None = Field(None, ge=1, description="training steps; default and cap TRM_ADAPT_MAX_STEPS")
+    max_seconds: float | None = Field(None, gt=0, description="training wall time; default and cap TRM_ADAPT_MAX_S")
+
+
+class AdaptProgressOut(BaseModel):
+    step: int
+    max_steps: int
+    elapsed_s: float
+    loss: float = Field(description="training loss per row at this step (falls as the rows learn the task)")
+
+
+class ArcAdaptJob(BaseModel):
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    model: str
+    fingerprint: str = Field(description="the task's content fingerprint (what /v1/arc/solve matches)")
+    cached: bool = Field(description="the model already answered this task: nothing was trained")
+    created: float
+    started: float | None
+    finished: float | None
+    max_steps: int
+    max_seconds: float
+    progress: AdaptProgressOut | None
+    error: str | None
+    heldout_accuracy: float | None = Field(description="after adaptation: fraction of versions whose answer to "
+                                                       "the held-out demonstration pair is exactly right")
+    heldout_accuracy_before: float | None = Field(description="the same before adaptation (rows at the table mean)")
+    heldout_pass2: float | None = Field(description="1 when the held-out output is among the two voted attempts")
+    heldout_pass2_before: float | None
+    steps: int | None
+    seconds: float | None
+    stopped: Literal["steps", "time", "cancelled"] | None = Field(description="which budget ended the training")
+    loss_first: float | None
+    loss_last: float | None
+    num_versions: int | None
+    attempts: list[list[list[list[int]]]] | None = Field(
+        description="when succeeded: [[attempt 1, attempt 2] per test input], voted over the versions")
+    votes: list[list[int]] | None
+
+
+class ModelStats(BaseModel):
+    task: str
+    queue_depth: int = Field(description="rows waiting for a slot (trm_queue_depth)")
+    active_slots: int = Field(description="slots holding a running row (trm_active_slots)")
+    slots: int = Field(description="slots in the pool, the largest batch (trm_slots)")
+    steps: int = Field(description="ACT steps the pool has run since start")
+    mean_occupancy: float = Field(description="mean fraction of slots running per step since start")
+
+
+class StatsResponse(BaseModel):
+    """GET /v1/stats."""
+
+    uptime_s: float
+    queue_depth: int = Field(description="sum over models")
+    active_slots: int = Field(description="sum over models")
+    slots: int = Field(description="sum over models")
+    recent: WindowStats
+    models: dict[str, ModelStats]
 
 
 class ProblemError(BaseModel):

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from service.engine.rulecheck import TaskRule
 from service.engine.runner import ModelRunner
 from service.engine.scheduler import (
     AdmittedRow,
@@ -44,7 +45,10 @@ class Engine:
         t0 = time.perf_counter()
         sched = s.schedule()
         num_running = sum(row is not None for row in s.running)
-        output = self.runner.execute(sched)
+        # the batched rule check only when a running row halts by a TaskRule (service/engine/rulecheck.py)
+        rule_check = any(row is not None and row.request.halting == "verified"
+                         and isinstance(row.request.accept, TaskRule) for row in s.running)
+        output = self.runner.execute(sched, rule_check=rule_check)
         duration = time.perf_counter() - t0
         halted = s.update_from_output(sched, output)
         if output is not None:

@@ -31,10 +31,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from service.engine.scheduler import SchedulerStats
 from service.engine.step_times import StepTimes, predict
-from service.registry import ServedModel
+
+if TYPE_CHECKING:  # annotations only: the engine never imports the registry at run time
+    from service.registry import ServedModel
 
 RETRY_AFTER_MAX_S = 60
 HEADROOM = 1.25  # shed when the estimate exceeds the budget / HEADROOM: step times jitter on a shared host

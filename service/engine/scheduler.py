@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import torch
 
 from service.engine.request import HALTING_MODES, Request, RequestStatus, RowResult
+from service.engine.rulecheck import TaskRule
 from service.engine.step_times import StepTimes
 from trm_core.halting import halt_reason
 from trm_core.tasks.arc_vote import sigmoid
@@ -91,6 +92,9 @@ class ModelOutput:
 
     q_halt: list[float]  # [num_rows]
     preds: torch.Tensor  # int [num_rows, seq_len] argmax tokens, CPU
+    # [num_rows] the batched rule check (service/engine/rulecheck.py): False rules out an `accept`
+    # that is a TaskRule; None: no batched check, `accept` decides every verified row
+    passed: list[bool] | None = None
 
 
 @dataclass
@@ -339,8 +343,10 @@ class Scheduler:
             # return_steps needs its answer once, when it halts.
             needs_tokens = r.return_steps or r.halting == "verified"
             tokens = output.preds[slot].tolist() if needs_tokens else None
-            answer = None if tokens is None else self._map_back(r, row.view, tokens)
-            verified = r.halting == "verified" and r.accept(answer)  # type: ignore[misc]  # checked in Request
+            # Python (map back, decode, verify) only for rows the batched rule check let through
+            may_pass = output.passed is None or not isinstance(r.accept, TaskRule) or output.passed[slot]
+            answer = None if tokens is None or not (may_pass or r.return_steps) else self._map_back(r, row.view, tokens)
+            verified = r.halting == "verified" and may_pass and r.accept(answer)  # type: ignore[misc]
             if r.return_steps:
                 row.trajectory.append(answer)  # type: ignore[arg-type]
                 row.trajectory_q_halt.append(q)

@@ -11,9 +11,11 @@ table tensor swapped in with one attribute store, so a step on the worker thread
 old or the new table, both valid for every id it holds) and the task's fingerprint joins the
 model's `arc_tasks`, so `POST /v1/arc/solve` with the same task answers at once. With TRM_ADAPT_DIR
 set the rows are saved as safetensors (`<dir>/<model>/<fingerprint>.safetensors`, tagged with the
-checkpoint's sha256) and installed again on the next start. Finished jobs are kept TRM_ADAPT_TTL_S.
+checkpoint's sha256) and installed again on the next start, and the job records are kept beside
+them (service/tasks/adapt_records.py): a restart keeps finished jobs and queues the queued ones
+again. Finished jobs are kept TRM_ADAPT_TTL_S.
 
-Not here: the training recipe (training/adapt.py), HTTP status mapping (routes/arc.py, app.py).
+Not here: the training recipe (training/adapt.py), HTTP status mapping (service/api/errors.py).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from safetensors.torch import load_file, save_file
 
+from service.engine.device import side_stream
 from service.metrics import Metrics
 from service.registry import ArcVersion, ModelRegistry, ServedModel
 from service.settings import Settings
+from service.tasks.adapt_records import JobRecords, from_record
 from trm_core.checkpoint import file_sha256
 from trm_core.tasks import arc
 from trm_core.tasks.augment import ArcAug
@@ -129,6 +133,7 @@ class _ModelJobs:
         self.durations: deque[float] = deque(maxlen=16)
         self.sha256: str | None = None
         self.cached_results: dict[str, dict[str, Any]] = {}  # fingerprint -> job result of an installed task
+        self.records = JobRecords(self._dir())
 
     def start(self, concurrency: int) -> None:
         for i in range(concurrency):
@@ -149,7 +154,7 @@ class _ModelJobs:
                     return
                 job = self.queue.popleft()
                 job.state, job.started = RUNNING, time.time()
-            self.owner.observe_state(job)
+            self.owner.on_state(job)
             self._execute(job)
 
     def _execute(self, job: Job) -> None:
@@ -157,9 +162,10 @@ class _ModelJobs:
 
         served = self.served
         try:
-            res = adapt_task(served.model, job.task, job.config,
-                             progress=lambda p: setattr(job, "progress", p),
-                             should_stop=lambda: job.cancel_requested or self.owner.is_closed)
+            with side_stream(served.model.device):  # CUDA: not on the serving steps' stream
+                res = adapt_task(served.model, job.task, job.config,
+                                 progress=lambda p: setattr(job, "progress", p),
+                                 should_stop=lambda: job.cancel_requested or self.owner.is_closed)
             if res.stopped == "cancelled":
                 job.state = CANCELLED
             else:
@@ -173,7 +179,7 @@ class _ModelJobs:
             logger.exception("model %s: adaptation job %s failed", served.name, job.id)
             job.state, job.error = FAILED, f"{type(e).__name__}: {e}"
         job.finished = time.time()
-        self.owner.observe_state(job)
+        self.owner.on_state(job)
 
     # ---- rows ----------------------------------------------------------------------------------
     def install(self, fingerprint: str, rows: torch.Tensor, versions: list[ArcAug], result: dict[str, Any]) -> None:
@@ -273,7 +279,32 @@ class AdaptJobs:
                 n = mj.load_saved()
                 if n:
                     logger.info("model %s: %d adapted tasks restored from %s", served.name, n, self.settings.adapt_dir)
+                self._restore_jobs(mj)
             return mj
+
+    def _restore_jobs(self, mj: _ModelJobs) -> None:
+        """The model's job records from TRM_ADAPT_DIR: finished ones kept, queued ones queued again.
+        Called with `self.lock` held, after the saved rows are installed."""
+        records = mj.records.load()
+        if not records:
+            return
+        from training.adapt import AdaptConfig, AdaptProgress
+
+        for record in records:
+            try:
+                job = from_record(record, Job, AdaptConfig, AdaptProgress)
+            except Exception as e:  # one bad record must not stop the service
+                logger.warning("skipping adaptation job record %s: %s", record.get("id"), e)
+                continue
+            self.jobs[job.id] = job
+            if job.state == QUEUED:
+                with mj.cond:
+                    mj.queue.append(job)
+                    mj.cond.notify()
+            elif job.state != record["state"]:  # was running: now failed, with the reason
+                mj.records.save(job)
+        logger.info("model %s: %d adaptation jobs restored (%d queued again)", mj.served.name, len(records),
+                    sum(j.state == QUEUED for j in mj.queue))
 
     def restore(self) -> None:
         """Install saved rows for every ARC model (before /v1/arc/solve matches a task)."""
@@ -304,7 +335,9 @@ class AdaptJobs:
     def _expire(self) -> None:
         horizon = time.time() - self.settings.adapt_ttl_s
         for job_id in [j.id for j in self.jobs.values() if j.is_finished and (j.finished or 0) < horizon]:
-            del self.jobs[job_id]
+            job = self.jobs.pop(job_id)
+            if job.model in self.models:
+                self.models[job.model].records.delete(job_id)
 
     def submit(self, served: ServedModel, task: arc.ArcTask, *, max_steps: int | None = None,
                max_seconds: float | None = None) -> tuple[Job, bool]:
@@ -328,12 +361,14 @@ class AdaptJobs:
                 job.state, job.cached, job.started, job.finished = SUCCEEDED, True, job.created, job.created
                 job.result = mj.cached_results.get(fp)  # None for a task the checkpoint was trained on
                 self.jobs[job.id] = job
+                mj.records.save(job)
                 return job, False
             with mj.cond:
                 if len(mj.queue) >= s.adapt_queue:
                     raise AdaptQueueFull(served.name, len(mj.queue), self._retry_after(mj))
                 mj.queue.append(job)
                 self.jobs[job.id] = job
+                mj.records.save(job)
                 mj.cond.notify()
         return job, True
 
@@ -359,15 +394,23 @@ class AdaptJobs:
                 if job.state == QUEUED:
                     mj.queue.remove(job)
                     job.state, job.finished = CANCELLED, time.time()
-                    self.observe_state(job)
+                    self.on_state(job)
                 elif job.state == RUNNING:
                     job.cancel_requested = True
         return job
 
-    # ---- metrics -------------------------------------------------------------------------------
-    def observe_state(self, job: Job) -> None:
+    # ---- state changes and metrics -------------------------------------------------------------
+    def on_state(self, job: Job) -> None:
+        """A job changed state: count it when finished, and record it (TRM_ADAPT_DIR)."""
         if job.is_finished and self.jobs_total is not None:
             self.jobs_total.labels(job.model, job.state).inc()
+        mj = self.models.get(job.model)
+        if mj is None:
+            return
+        if self.is_closed and job.state == CANCELLED and not job.cancel_requested:
+            mj.records.save(job, state=QUEUED)  # stopped by the shutdown, not the client: run it after a restart
+        else:
+            mj.records.save(job)
 
     def observe_result(self, model: str, res: AdaptResult) -> None:
         if self.seconds is not None:

@@ -20,25 +20,20 @@ import time
 from collections import Counter
 from typing import Any
 
-from starlette.requests import Request as HttpRequest
-
-from service.api.schemas import SolveOptions
 from service.engine.scheduler import Request
-from service.metrics import Metrics
-from service.registry import ArcVersion, ModelRegistry, ServedModel
-from service.settings import Settings
-from service.tasks.admission import check_batch_rows, validate
-from service.tasks.submit import RowSpec, resolve_options, run_rows
+from service.registry import ArcVersion, LoadedModel
+from service.tasks.admission import check_capacity, validate
+from service.tasks.options import Items, RequestOptions, SolveContext, resolve_options
+from service.tasks.submit import Disconnected, RowSpec, run_rows
 from trm_core.tasks import TaskInputError, arc
 from trm_core.tasks.arc_vote import ArcVoter, sigmoid
 
 
-def _match_tasks(served: ServedModel, items: list[Any],
-                 locs: list[tuple]) -> list[tuple[arc.ArcTask, list[ArcVersion]]]:
+def _match_tasks(served: LoadedModel, items: Items) -> list[tuple[arc.ArcTask, list[ArcVersion]]]:
     """Parse every task and find its versions; one TaskInputError with all problems otherwise."""
     canvas = served.grid_shape[0]
     matched, errors = [], []
-    for obj, loc in zip(items, locs, strict=True):
+    for obj, loc in zip(items.values, items.locs(), strict=True):
         try:
             task = arc.parse_task(obj, loc=loc, max_size=canvas)
         except TaskInputError as e:
@@ -69,8 +64,8 @@ def _mapped_back(v: ArcVersion, tokens: list[int], canvas: int) -> arc.Grid:
     return v.aug.invert(pred) if pred else []
 
 
-def _task_result(served: ServedModel, task: arc.ArcTask, versions: list[ArcVersion], rows: list[Request],
-                 t0: float, metrics: Metrics | None) -> dict[str, Any]:
+def _task_result(served: LoadedModel, task: arc.ArcTask, versions: list[ArcVersion], rows: list[Request],
+                 t0: float) -> dict[str, Any]:
     """Vote per test input over the well-formed predictions only: a version whose answer is not a grid
     (the canvas origin left blank, so nothing decodes) is reported in `violations`, never as an attempt.
     `valid` is None: whether an ARC answer is right is unknowable without the task's solution."""
@@ -98,8 +93,6 @@ def _task_result(served: ServedModel, task: arc.ArcTask, versions: list[ArcVersi
         if its_rows[0].return_steps:
             trajectory.append([_mapped_back(versions[0], tokens, canvas) for tokens in its_rows[0].trajectory])
             trajectory_conf.append([sigmoid(q) for q in its_rows[0].trajectory_q_halt])
-    if metrics is not None:
-        metrics.observe_answer(served.name, "arc", None)
     result = {
         "attempts": attempts, "votes": votes, "valid": None, "violations": violations,
         "steps": max(r.steps for r in rows),
@@ -116,23 +109,20 @@ def _task_result(served: ServedModel, task: arc.ArcTask, versions: list[ArcVersi
     return result
 
 
-async def solve_arc(body: SolveOptions, single: Any, batch: list[Any] | None, registry: ModelRegistry,
-                    settings: Settings, metrics: Metrics | None, http: HttpRequest | None,
-                    t0: float) -> dict[str, Any]:
+async def solve_arc(ctx: SolveContext, options: RequestOptions, items: Items, *, t0: float,
+                    disconnected: Disconnected | None = None) -> dict[str, Any]:
     """Validate and match, enqueue every version row, await, vote. Single result or {"results": [...]}."""
-    served = registry.get("arc", body.model)
-    opts = resolve_options(body, served, settings, can_verify=False)
-    if batch is None:
-        items, locs = [single], [("body", "task")]
-    else:
-        items, locs = batch, [("body", "tasks", i) for i in range(len(batch))]
-    check_batch_rows(len(items), served, locs[0][:2])  # every task needs a row: refuse before matching
-    matched = await validate(_match_tasks, served, items, locs, num_items=len(items))
-    finished = await run_rows(served, _rows(matched, served.grid_shape[0]), opts,
-                              deadline=t0 + settings.request_timeout_s, http=http)
+    served = ctx.registry.get("arc", options.model)
+    opts = resolve_options(options, served, ctx.settings, can_verify=False)
+    check_capacity(len(items), served, items.field)  # every task needs a row: refuse before matching
+    matched = await validate(_match_tasks, served, items, num_items=len(items))
+    finished = await run_rows(served, _rows(matched, served.grid_shape[0]), opts, t0=t0, metrics=ctx.metrics,
+                              disconnected=disconnected)
     results, start = [], 0
     for task, versions in matched:
         n = len(task.test_inputs) * len(versions)
-        results.append(_task_result(served, task, versions, finished[start:start + n], t0, metrics))
+        results.append(_task_result(served, task, versions, finished[start:start + n], t0))
+        if ctx.metrics is not None:  # counted as it leaves; ARC has no rule check, so validity is unknown
+            ctx.metrics.observe_answer(served.name, "arc", None)
         start += n
-    return results[0] if batch is None else {"results": results}
+    return {"results": results} if items.is_batch else results[0]

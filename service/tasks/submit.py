@@ -1,56 +1,37 @@
-"""From validated rows to finished rows: submit to a model's worker, await, clean up on every exit.
+"""From rows to finished rows: build each row's scheduler request, submit them, await, clean up on every exit.
 
-A solve request becomes one scheduler row per puzzle (ARC: per test input x augmented version).
-The rows are queued all-or-nothing, then the handler awaits their futures, which the worker thread
-resolves through `loop.call_soon_threadsafe`. Three things can end the wait early, and each one
-frees the rows' slots before the next ACT step: the deadline (504), the client going away, or the
-handler being cancelled (server shutdown, or the client's task on the in-process transport).
+A solve request becomes one scheduler request per puzzle (ARC: per test input x augmented version).
+They are queued all-or-nothing, then the caller awaits their futures, which the loop thread resolves
+through `loop.call_soon_threadsafe`. Three things end the wait early, and each one frees the rows'
+slots before the next ACT step: the deadline, the client going away, or the caller being cancelled
+(server shutdown, or the client's task on the in-process transport).
 
-Not here: codecs and response building (service/tasks.py, service/tasks/arc.py), HTTP status mapping
-(service/api/app.py).
+`make_request` is the one place a row becomes a scheduler `Request`; the server (here) and `trm
+solve` (service/tasks/offline.py) both use it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from starlette.requests import Request as HttpRequest
 
-from service.api.schemas import SolveOptions
-from service.engine.estimate import check_deadline, queue_retry_after_s
+from service.engine.estimate import queue_retry_after_s
+from service.engine.loop import WorkerClosedError
 from service.engine.scheduler import QueueFullError, Request, RequestStatus
+from service.metrics import Metrics
 from service.registry import ServedModel
-from service.settings import Settings
+from service.tasks.admission import admit
+from service.tasks.errors import ClientGone, DeadlineExceeded, QueueFull, ServiceUnavailable
+from service.tasks.options import ResolvedOptions
 
-
-class InvalidOptionsError(ValueError):
-    """A request option this server cannot honour (HTTP 422); `loc` names the option."""
-
-    def __init__(self, loc: tuple[str | int, ...], msg: str) -> None:
-        super().__init__(msg)
-        self.loc, self.msg = loc, msg
-
-
-class DeadlineExceeded(TimeoutError):
-    """The request did not finish within TRM_REQUEST_TIMEOUT_S (HTTP 504). `requests` are its scheduler
-    requests, in order: those FINISHED_HALTED have answers a batch still returns (service/tasks/grid.py)."""
-
-    def __init__(self, msg: str, requests: Sequence[Request] = ()) -> None:
-        super().__init__(msg)
-        self.requests = list(requests)
-
-
-class ServiceUnavailable(RuntimeError):
-    """Not ready, draining, or the model's step failed (HTTP 503)."""
-
-
-class ClientGone(RuntimeError):
-    """The client disconnected; its rows were cancelled and nobody reads the response."""
+# Completes when the client goes away (the HTTP layer builds it from its transport).
+Disconnected = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -71,40 +52,14 @@ class RowSpec:
         return self.tokens.shape[0] if isinstance(self.tokens, torch.Tensor) and self.tokens.dim() == 2 else 1
 
 
-@dataclass(frozen=True)
-class ResolvedOptions:
-    halting: str
-    max_steps: int
-    return_steps: bool
-    views: int = 1
-    max_view_rows: int | None = None
-    priority: int = 0
-    view_wave: int | None = None  # verified views: the first wave (Request.first_wave); None: all at once
-    timeout_s: float | None = None  # the whole deadline budget (TRM_REQUEST_TIMEOUT_S)
-
-
-def resolve_options(opts: SolveOptions, served: ServedModel, settings: Settings, *,
-                    can_verify: bool) -> ResolvedOptions:
-    """Fill defaults and refuse what this server will not run (naming the option and the limit)."""
-    halting = opts.halting or settings.default_halting
-    if halting == "verified" and not can_verify:
-        if opts.halting is not None:
-            raise InvalidOptionsError(("body", "halting"), f"halting='verified' needs a rule check that decides "
-                                      f"correctness; {served.task} has none; use 'learned' or 'fixed'")
-        halting = "learned"  # the server-wide default does not apply to this task
-    limit = settings.max_steps_limit
-    if opts.max_steps is not None and opts.max_steps > limit:
-        raise InvalidOptionsError(("body", "max_steps"), f"max_steps={opts.max_steps} exceeds this server's "
-                                  f"limit of {limit} (TRM_MAX_STEPS_LIMIT)")
-    max_steps = opts.max_steps or settings.default_max_steps or served.config.halt_max_steps
-    views = getattr(opts, "views", None) or 1
-    if views > settings.max_views:
-        raise InvalidOptionsError(("body", "views"), f"views={views} exceeds this server's limit of "
-                                  f"{settings.max_views} (TRM_MAX_VIEWS)")
-    return ResolvedOptions(halting=halting, max_steps=min(max_steps, limit), return_steps=opts.return_steps,
-                           views=views, max_view_rows=settings.max_view_rows, priority=opts.priority,
-                           view_wave=settings.view_wave or None,
-                           timeout_s=settings.request_timeout_s)
+def make_request(request_id: str, row: RowSpec, opts: ResolvedOptions, *, deadline: float = math.inf,
+                 on_finish: Callable[[Request], None] | None = None) -> Request:
+    """The scheduler request of one row under resolved options."""
+    return Request(request_id=request_id, inputs=torch.as_tensor(row.tokens, dtype=torch.int32),
+                   max_steps=opts.max_steps, halting=opts.halting, puzzle_id=row.puzzle_id, accept=row.accept,
+                   map_back=row.map_back, max_running_rows=opts.max_view_rows if row.num_rows > 1 else None,
+                   first_wave=opts.view_wave if row.num_rows > 1 else None, priority=opts.priority,
+                   return_steps=opts.return_steps, deadline=deadline, on_finish=on_finish)
 
 
 def _resolve(fut: asyncio.Future[Request], request: Request) -> None:
@@ -118,60 +73,35 @@ def _consume(fut: asyncio.Future) -> None:
         fut.exception()
 
 
-async def _wait_disconnect(http: HttpRequest) -> None:
-    """Returns when the client goes away (the body has been read, so only http.disconnect is left)."""
-    while True:
-        message = await http.receive()
-        if message["type"] == "http.disconnect":
-            return
+def _finisher(served: ServedModel, loop: asyncio.AbstractEventLoop,
+              fut: asyncio.Future[Request]) -> Callable[[Request], None]:
+    def on_finish(r: Request) -> None:  # loop thread
+        if served.on_finish is not None:
+            served.on_finish(r)  # metrics: every request that leaves, whatever the reason
+        try:
+            loop.call_soon_threadsafe(_resolve, fut, r)
+        except RuntimeError:  # the event loop is closed: nobody is waiting any more
+            pass
+    return on_finish
 
 
-async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedOptions, *,
-                   deadline: float, http: HttpRequest | None = None) -> list[Request]:
-    """Run `rows` on `served` and return the finished scheduler requests, in the order of `rows`.
-
-    Raises QueueFullError / WorkerClosedError (from submit), DeadlineExceeded, ServiceUnavailable,
-    ClientGone. On any early exit every row still queued or running is cancelled.
-    """
-    loop = asyncio.get_running_loop()
-    futures: list[asyncio.Future[Request]] = []
-    requests: list[Request] = []
-    base = uuid.uuid4().hex
-
-    def finisher(fut: asyncio.Future[Request]) -> Callable[[Request], None]:
-        def on_finish(r: Request) -> None:  # worker thread
-            if served.on_finish is not None:
-                served.on_finish(r)  # metrics: every request that leaves, whatever the reason
-            try:
-                loop.call_soon_threadsafe(_resolve, fut, r)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-        return on_finish
-
-    for i, row in enumerate(rows):
-        fut = loop.create_future()
-        futures.append(fut)
-        requests.append(Request(
-            request_id=f"{base}-{i}", inputs=torch.as_tensor(row.tokens, dtype=torch.int32), max_steps=opts.max_steps,
-            halting=opts.halting, puzzle_id=row.puzzle_id, accept=row.accept, map_back=row.map_back,
-            max_running_rows=opts.max_view_rows if row.num_rows > 1 else None,
-            first_wave=opts.view_wave if row.num_rows > 1 else None,
-            return_steps=opts.return_steps, priority=opts.priority, deadline=deadline, on_finish=finisher(fut)))
-    num_rows = sum(r.num_views for r in requests)
-    if num_rows > served.scheduler.max_queue:
-        raise InvalidOptionsError(("body",), f"this request needs {num_rows} rows but model {served.name} "
-                                  f"queues at most {served.scheduler.max_queue} (TRM_MAX_QUEUE); split it")
-    check_deadline(served, num_rows, opts.max_steps, deadline, opts.priority, opts.timeout_s)  # 429 now, not 504 later
+def _submit(served: ServedModel, requests: list[Request], num_rows: int) -> None:
+    """Queue every request or none; the engine's refusals become the errors callers handle."""
     try:
         served.worker.submit(requests)
     except QueueFullError as e:
-        e.retry_after_s = queue_retry_after_s(served, num_rows)  # type: ignore[attr-defined]  # the 429 handler's
-        raise
+        raise QueueFull(str(e), queue_retry_after_s(served, num_rows)) from e
+    except WorkerClosedError as e:
+        raise ServiceUnavailable(str(e)) from e
 
+
+async def _await_rows(served: ServedModel, requests: list[Request], futures: list[asyncio.Future[Request]],
+                      opts: ResolvedOptions, deadline: float, disconnected: Disconnected | None) -> list[Request]:
+    """Wait for every row, the deadline or the client leaving; on any early exit cancel what is left."""
     all_done = asyncio.ensure_future(asyncio.gather(*futures))
     all_done.add_done_callback(_consume)
     watchers: set[asyncio.Future] = {all_done}
-    gone = asyncio.ensure_future(_wait_disconnect(http)) if http is not None else None
+    gone = asyncio.ensure_future(disconnected()) if disconnected is not None else None
     if gone is not None:
         watchers.add(gone)
     status = RequestStatus.FINISHED_CANCELLED
@@ -179,21 +109,40 @@ async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedO
         done, _ = await asyncio.wait(watchers, timeout=max(0.0, deadline - time.monotonic()),
                                      return_when=asyncio.FIRST_COMPLETED)
         if all_done in done:
-            finished = all_done.result()
-        elif gone is not None and gone in done:
+            return all_done.result()
+        if gone is not None and gone in done:
             raise ClientGone("client disconnected")
-        else:
-            status = RequestStatus.FINISHED_TIMEOUT
-            raise DeadlineExceeded("deadline passed", requests)
+        status = RequestStatus.FINISHED_TIMEOUT
+        raise DeadlineExceeded(opts.timeout_s, requests)
     finally:
         if gone is not None:
             gone.cancel()
         if not all_done.done():  # timeout, disconnect or our own cancellation: free the slots
             served.worker.cancel([r.request_id for r in requests if not r.status.is_finished], status)
             all_done.cancel()
+
+
+async def run_rows(served: ServedModel, rows: Sequence[RowSpec], opts: ResolvedOptions, *, t0: float,
+                   metrics: Metrics | None = None, disconnected: Disconnected | None = None) -> list[Request]:
+    """Run `rows` on `served` and return the finished scheduler requests, in the order of `rows`.
+
+    `t0` is the request's arrival (monotonic); its deadline is `t0 + opts.timeout_s`. Raises
+    InvalidOptionsError / DeadlineUnmeetable (admission), QueueFull, DeadlineExceeded,
+    ServiceUnavailable, ClientGone.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = t0 + opts.timeout_s
+    base = uuid.uuid4().hex
+    futures = [loop.create_future() for _ in rows]
+    requests = [make_request(f"{base}-{i}", row, opts, deadline=deadline, on_finish=_finisher(served, loop, fut))
+                for i, (row, fut) in enumerate(zip(rows, futures, strict=True))]
+    num_rows = sum(r.num_views for r in requests)
+    admit(served, num_rows, opts, deadline, metrics)
+    _submit(served, requests, num_rows)
+    finished = await _await_rows(served, requests, futures, opts, deadline, disconnected)
     statuses = {r.status for r in finished}
     if RequestStatus.FINISHED_TIMEOUT in statuses:
-        raise DeadlineExceeded("deadline passed", requests)
+        raise DeadlineExceeded(opts.timeout_s, requests)
     if statuses - {RequestStatus.FINISHED_HALTED}:
         raise ServiceUnavailable(f"model {served.name} stopped before the request finished (shutdown or failed step)")
     return finished

@@ -1,7 +1,8 @@
 """Browser tests: the real service in a subprocess on loopback, driven by Debian's Chromium via Playwright.
 
 The server runs `python -m service` (as users do) on the bundled Sudoku model plus tiny real Maze
-and ARC checkpoints (random weights, 10x10 grids), so every tab of the page has a model behind it.
+and ARC checkpoints (random weights, 10x10 grids), so every tab of the page has a model behind it,
+and a tiny Sudoku model whose checkpoint carries a serving recipe (`CARD_RECIPE`).
 Chromium is the system package (`apt-get install chromium`); Playwright only drives it, its own
 browser downloads are never used. One server and one browser per session keep the suite short.
 """
@@ -25,6 +26,7 @@ from trm_core import save_checkpoint
 
 CHROMIUM = os.environ.get("TRM_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 BUNDLED_SUDOKU = Path(__file__).resolve().parents[2] / "trm_core" / "pretrained" / "sudoku.safetensors"
+CARD_RECIPE = {"views": 4, "max_steps": 3, "halting": "verified"}  # of the served model "sudoku-card"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -37,15 +39,17 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a running `python -m service` with sudoku (bundled), maze and arc models."""
+    """Base URL of a running `python -m service` with sudoku (bundled), maze, arc and sudoku-card models."""
     root = tmp_path_factory.mktemp("browser-ckpt")
-    maze_path, arc_path = root / "maze.safetensors", root / "arc.safetensors"
+    maze_path, arc_path, card_path = root / "maze.safetensors", root / "arc.safetensors", root / "card.safetensors"
     save_checkpoint(make_model("maze"), maze_path, metadata={"task": "maze", "train": {"note": "random weights"}})
     save_checkpoint(make_model("arc"), arc_path,
                     metadata={"task": "arc", "arc_tasks": arc_table(small_arc_tasks(2)), "train": {}})
+    save_checkpoint(make_model("sudoku"), card_path, metadata={"task": "sudoku", "recipe": CARD_RECIPE})
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRM_")}
-    env.update(TRM_MODELS=f"sudoku={BUNDLED_SUDOKU},maze={maze_path},arc={arc_path}", TRM_DEVICE="cpu",
+    env.update(TRM_MODELS=f"sudoku={BUNDLED_SUDOKU},maze={maze_path},arc={arc_path},sudoku-card={card_path}",
+               TRM_DEVICE="cpu",
                TRM_PORT=str(port), TRM_TORCH_THREADS="1", TRM_MAX_BATCH="8", TRM_WARMUP_STEPS="1",
                TRM_LOG_LEVEL="warning")
     log = (root / "server.log").open("w+")

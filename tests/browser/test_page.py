@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser.conftest import CARD_RECIPE
 from tests.service.conftest import small_arc_tasks, sudoku_puzzles
 
 ARC_RGB = {0: "rgb(0, 0, 0)", 1: "rgb(0, 116, 217)", 2: "rgb(255, 65, 54)", 3: "rgb(46, 204, 64)",
@@ -156,8 +157,9 @@ def test_arc_task_file_drawn_in_the_arc_palette_and_solved(page, tmp_path):
 
 def test_views_option_and_live_panel(page, server):
     # the server's OpenAPI advertises `views`, so the page offers it and reports what ran
-    assert "views" in httpx.get(f"{server}/openapi.json").json()["components"]["schemas"]["SudokuSolveRequest"][
-        "properties"]
+    schemas = httpx.get(f"{server}/openapi.json").json()["components"]["schemas"]
+    forms = [schemas[ref["$ref"].split("/")[-1]] for ref in schemas["SudokuSolveRequest"]["oneOf"]]
+    assert all("views" in form["properties"] for form in forms)
     assert page.is_visible("#opt-views")
     page.fill("#sudoku-string", sudoku_puzzles(1)[0])
     page.click("#sudoku-load")
@@ -168,14 +170,64 @@ def test_views_option_and_live_panel(page, server):
     assert page.is_visible("#sum-views") and page.text_content("#sum-views") == "2"
     assert page.get_attribute("#sum-views", "title").startswith("answer from view ")
     page.wait_for_function("document.querySelector('#live-p50').textContent.endsWith('ms')", timeout=10_000)
-    assert page.text_content("#live-active").endswith("/ 24")  # 3 models x TRM_MAX_BATCH=8 slots
+    assert page.text_content("#live-active").endswith("/ 32")  # 4 models x TRM_MAX_BATCH=8 slots
     assert float(page.text_content("#live-rps")) > 0
+
+
+def _posted_bodies(page) -> list[dict]:
+    """Every solve request body the page sends, in order (filled as requests go out)."""
+    bodies: list[dict] = []
+    page.on("request", lambda req: bodies.append(json.loads(req.post_data))
+            if req.method == "POST" and req.url.endswith("/v1/sudoku/solve") else None)
+    return bodies
+
+
+def _options(page) -> dict[str, str]:
+    return {"halting": page.input_value("#opt-halting"), "max_steps": page.input_value("#opt-max_steps"),
+            "views": page.input_value("#opt-views")}
+
+
+def test_a_model_with_a_recipe_prefills_the_options_and_the_request_posts_them(page):
+    bodies = _posted_bodies(page)
+    recipe = {k: str(v) for k, v in CARD_RECIPE.items()}
+    api_defaults = {"halting": "", "max_steps": "", "views": ""}
+    assert _options(page) == api_defaults and page.is_hidden("#recipe")  # the bundled model: no recipe
+    page.select_option("#opt-model", "sudoku-card")
+    assert _options(page) == recipe
+    assert page.is_visible("#recipe")
+    assert page.text_content("#recipe-text") == "Model card recipe: 4 views, 3 steps, verified halting"
+    assert page.text_content("#recipe-toggle") == "reset to API defaults"
+    page.fill("#sudoku-string", sudoku_puzzles(1)[0])
+    page.click("#sudoku-load")
+    page.click("#solve")
+    page.wait_for_selector("#result-body:not([hidden])")
+    assert {k: bodies[-1][k] for k in CARD_RECIPE} == CARD_RECIPE and bodies[-1]["model"] == "sudoku-card"
+    assert page.text_content("#sum-views") == "4" and page.text_content("#sum-steps") == "3"
+    # the user's change is what gets posted; the line says the recipe is no longer in use
+    page.fill("#opt-views", "2")
+    assert page.text_content("#recipe-state") == "(not in use)"
+    assert page.text_content("#recipe-toggle") == "use the recipe"
+    page.click("#solve")
+    page.wait_for_function("document.querySelector('#sum-views').textContent === '2'")
+    assert bodies[-1]["views"] == 2 and bodies[-1]["max_steps"] == 3
+    # another model and back: each keeps its own options
+    page.select_option("#opt-model", "sudoku")
+    assert _options(page) == api_defaults and page.is_hidden("#recipe")
+    page.select_option("#opt-model", "sudoku-card")
+    assert _options(page) == {**recipe, "views": "2"}
+    page.click("#recipe-toggle")  # use the recipe
+    assert _options(page) == recipe and page.text_content("#recipe-toggle") == "reset to API defaults"
+    page.click("#recipe-toggle")  # reset to API defaults: the request carries none of the three options
+    assert _options(page) == api_defaults
+    page.click("#solve")
+    page.wait_for_function("document.querySelector('#sum-views').textContent === '1'")
+    assert not set(CARD_RECIPE) & set(bodies[-1]) and len(bodies) == 3
 
 
 @pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
 def test_layout_fits_the_viewport(browser, server, width, height):
-    """No horizontal scrolling at desktop and phone widths. With WEB_SCREENSHOTS_DIR set, the README's
-    screenshots are written there (a real puzzle the bundled model solves, mid-replay)."""
+    """No horizontal scrolling at desktop and phone widths. With WEB_SCREENSHOTS_DIR set, the
+    screenshots of README.md and docs/api.md are written there (a real puzzle the bundled model solves, mid-replay)."""
     context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
     page = context.new_page()
     page.goto(server + "/")

@@ -20,7 +20,7 @@ import torch
 
 from service.api.app import create_app
 from service.settings import Settings
-from tests.conftest import DATA, tiny_model
+from tests.conftest import DATA, require_shared, tiny_model
 from trm_core import TRM, save_checkpoint
 from trm_core.tasks import arc
 from trm_core.tasks.augment import ArcAug
@@ -61,16 +61,13 @@ def _no_trm_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def sudoku_puzzles(n: int) -> list[str]:
-    if not SUDOKU_CSV.is_file():
-        pytest.skip(f"{SUDOKU_CSV} (shared data beside the checkout) is not present")
-    rows = SUDOKU_CSV.read_text().splitlines()[1:n + 1]
+    rows = require_shared(SUDOKU_CSV).read_text().splitlines()[1:n + 1]
     return [row.split(",")[1] for row in rows]
 
 
 def small_arc_tasks(n: int) -> dict[str, dict]:
     """The first n ARC-AGI-1 training tasks whose grids all fit the test canvas (<= 9x9, EOS included)."""
-    if not ARC_DIR.is_dir():
-        pytest.skip(f"{ARC_DIR} (shared data beside the checkout) is not present")
+    require_shared(ARC_DIR)
     found: dict[str, dict] = {}
     for path in sorted(ARC_DIR.glob("*.json")):
         task = json.loads(path.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -117,3 +118,34 @@ async def test_adapted_rows_survive_a_restart_with_adapt_dir(checkpoints, tmp_pa
         assert cached["cached"] and cached["heldout_accuracy"] == done["heldout_accuracy"]
     async with serve(make_settings(checkpoints, names=("arc",), **FAST)) as (_, client):  # no TRM_ADAPT_DIR
         assert (await client.post("/v1/arc/solve", json={"task": task})).status_code == 422
+
+
+async def test_job_records_survive_a_restart_with_adapt_dir(checkpoints, tmp_path):
+    """With TRM_ADAPT_DIR a restart keeps finished jobs as they were and runs the queued ones (and one the
+    shutdown stopped); a record a crash left `running` comes back failed, with the reason."""
+    first, *later = unseen_tasks(3)
+    settings = make_settings(checkpoints, names=("arc",), adapt_dir=tmp_path, adapt_concurrency=1,
+                             **{**FAST, "adapt_max_steps": 400})
+    async with serve(settings) as (_, client):
+        job = (await client.post("/v1/arc/tasks", json={"task": first, "max_steps": 4})).json()
+        done = await wait_state(client, job["id"], {"succeeded"})
+        waiting = [(await client.post("/v1/arc/tasks", json={"task": t})).json() for t in later]
+        assert [w["state"] for w in waiting][1:] == ["queued"]  # one thread: the second waits for the first
+    records = tmp_path / "arc" / "jobs"
+    on_disk = {p.stem: json.loads(p.read_text()) for p in records.glob("*.json")}
+    assert set(on_disk) == {done["id"], *(w["id"] for w in waiting)}
+    assert on_disk[done["id"]]["state"] == "succeeded" and on_disk[waiting[1]["id"]]["state"] == "queued"
+    assert on_disk[waiting[0]["id"]]["state"] in ("queued", "succeeded")  # put back by the shutdown, or done
+    crashed = {**on_disk[waiting[1]["id"]], "id": "crashed", "state": "running", "started": time.time()}
+    (records / "crashed.json").write_text(json.dumps(crashed))
+
+    async with serve(settings) as (_, client):
+        assert (await client.get(f"/v1/arc/tasks/{done['id']}")).json() == done
+        failed = (await client.get("/v1/arc/tasks/crashed")).json()
+        assert failed["state"] == "failed" and "stopped while this job was running" in failed["error"]
+        for w in waiting:
+            finished = await wait_state(client, w["id"], {"succeeded", "failed", "cancelled"}, timeout_s=120)
+            assert finished["state"] == "succeeded", finished
+            solved = await client.post("/v1/arc/solve", json={"task": later[waiting.index(w)], "max_steps": 1})
+            assert solved.status_code == 200, solved.text
+    assert json.loads((records / "crashed.json").read_text())["state"] == "failed"

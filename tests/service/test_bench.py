@@ -128,3 +128,76 @@ def test_model_bench_baseline_replays_the_counted_flops(mlp_t):
     est = bm.gpu_estimate(10**9, k["kernels_per_step"], [1, 10**6], **bm.GPU_ASSUMPTIONS)["points"]
     assert est[0]["graph_speedup"] > 1 and not est[0]["compute_bound"]  # launch-bound at one row
     assert est[1]["compute_bound"] and abs(est[1]["graph_speedup"] - 1) < 1e-9
+
+
+@pytest.mark.parametrize("mlp_t", [True, False])
+def test_row_step_flops_on_the_meta_device_equal_the_cpu_count(mlp_t):
+    """bench/gpu_check.py counts a preset's FLOPs on the meta device (no compute): the same count as on CPU."""
+    import copy
+
+    from tests.conftest import tiny_model
+
+    bm = _load("model")
+    model = tiny_model(mlp_t=mlp_t, pos_encodings="none" if mlp_t else "rope")
+    on_cpu = bm.row_step_flops(model)
+    assert on_cpu[0] > 0 and (on_cpu[2] > 0) == (not mlp_t)
+    on_meta = bm.row_step_flops(copy.deepcopy(model).to("meta"))
+    assert on_meta[:2] == on_cpu[:2]  # step and application: the same count, attention added once either way
+
+
+def test_gpu_check_quick_on_cpu_prints_the_three_sections():
+    """`bench/gpu_check.py --device cpu --quick` (what CI runs): one JSON object with parity, throughput
+    and http. On a CPU the serving model is the float32 model itself and buckets pad eagerly, so every
+    parity comparison must be equal row for row."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert out["device"]["device"] == "cpu" and out["quick"] is True
+
+    parity = out["parity"]
+    assert "error" not in parity, parity
+    n = parity["puzzles"]
+    assert n == 24 and parity["cuda_graphs"] is None and parity["serving_dtype"] == "float32"
+    for key in ("graphs_vs_eager", "eager_vs_cpu_fp32", "graphs_vs_cpu_fp32"):
+        assert parity[key]["equal"] == n and parity[key]["differing"] == 0 and parity[key]["rows"] == []
+    assert set(parity["solved"]) == {"cpu_fp32", "eager", "graphs"}
+
+    throughput = out["throughput"]
+    assert "error" not in throughput, throughput
+    names = [k for k in throughput if k != "seconds"]
+    assert names[0] == "bundled-sudoku" and any(k.startswith("sudoku-mlp") for k in names)
+    assert any(k.startswith("arc-att") for k in names)
+    for name in names:
+        sub = throughput[name]
+        assert sub["flops_per_row_step"] > 0 and sub["cuda_graphs"] is None
+        measured = [p for p in sub["points"] if "eager_row_steps_s" in p]
+        assert measured and measured[0]["rows"] == 1 and max(p["rows"] for p in sub["points"]) <= 64
+        for p in measured:
+            assert p["eager_row_steps_s"] > 0 and p["gflops_s"] > 0 and p["peak_fraction"] is None
+
+    http = out["http"]
+    assert "error" not in http, http
+    for slots in ("4", "16"):
+        h = http[slots]
+        assert h["errors"] == 0 and h["puzzles"] == 2 * int(slots) and h["device"] == "cpu"
+        assert h["puzzles_per_s"] > 0 and 0 < h["p50_s"] <= h["p99_s"]
+        assert h["cuda_graphs"] is None and h["device_fallback_cpu"] == 0.0
+
+
+def test_gpu_check_peak_table_matches_device_names():
+    bench = _load("gpu_check")
+    assert bench.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bench.peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert bench.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert bench.peak_tflops("NVIDIA L4") == 121.0
+    assert bench.peak_tflops("NVIDIA L40S") is None  # not the L4
+    assert bench.peak_tflops("NVIDIA A10") == 125.0
+    assert bench.peak_tflops("NVIDIA A10G") is None  # no published bf16 figure: --peak-tflops
+    assert bench.peak_tflops("NVIDIA GeForce RTX 4090") == 165.2
+    assert bench.peak_tflops("Tesla T4") == 8.1
+    assert bench.peak_tflops("Some Future GPU") is None

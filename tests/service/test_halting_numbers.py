@@ -1,4 +1,4 @@
-"""The README's "Halting on the bundled model" numbers, re-measured by bench/halting.py."""
+"""The halting table of docs/views.md ("Halting modes"), re-measured by bench/halting.py."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_shared
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "halting.py"
 
 
@@ -16,8 +18,7 @@ def test_readme_halting_numbers(capsys):
     spec = importlib.util.spec_from_file_location("bench_halting", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    if not bench.DEFAULT_CSV.is_file():
-        pytest.skip(f"{bench.DEFAULT_CSV} not present")
+    require_shared(bench.DEFAULT_CSV)
     assert bench.main(["--num", "200", "--threads", "1"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["num"] == 200

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import trm_core
+from tests.conftest import require_shared
 from tests.service.conftest import SUDOKU_CSV, make_settings, serve, sudoku_puzzles, wait_for
 from trm_core.tasks import sudoku
 
@@ -65,8 +66,8 @@ def _easy_puzzles(n: int, blanks: int = 4) -> list[tuple[str, list[list[int]]]]:
 
 @pytest.mark.anyio
 async def test_verified_halting_stops_at_the_first_step_whose_answer_passes_the_rules(checkpoints, anyio_backend):
-    if not BUNDLED.is_file() or not SUDOKU_CSV.is_file():
-        pytest.skip("needs the bundled Sudoku model and the shared data")
+    assert BUNDLED.is_file(), f"{BUNDLED}: the bundled Sudoku model is part of the checkout"
+    require_shared(SUDOKU_CSV)
     easy = _easy_puzzles(4)
     settings = make_settings(checkpoints, names=())
     settings = settings.model_copy(update={"models": [f"sudoku={BUNDLED}"]})

@@ -261,12 +261,17 @@ async def test_openapi_matches_behaviour_with_and_without_a_key(checkpoints):
     responses = open_spec["paths"][solve]["post"]["responses"]
     assert {"200", "400", "404", "408", "413", "422", "429", "503", "504"} <= set(responses)
     assert "503" in open_spec["paths"]["/v1/models"]["get"]["responses"]
-    # Exactly one of puzzle / puzzles, neither nullable.
-    for name, (single, batch) in (("SudokuSolveRequest", ("puzzle", "puzzles")),
-                                  ("MazeSolveRequest", ("puzzle", "puzzles")), ("ArcSolveRequest", ("task", "tasks"))):
-        schema = open_spec["components"]["schemas"][name]
-        assert schema["oneOf"] == [{"required": [single]}, {"required": [batch]}], name
-        for field in (single, batch):
+    # Exactly one of puzzle / puzzles: oneOf two named object forms, each requiring its field, not
+    # nullable, and refusing the other one (no additional properties).
+    schemas = open_spec["components"]["schemas"]
+    for name, (single, batch) in (("SudokuSolve", ("puzzle", "puzzles")),
+                                  ("MazeSolve", ("puzzle", "puzzles")), ("ArcSolve", ("task", "tasks"))):
+        assert schemas[f"{name}Request"]["oneOf"] == [{"$ref": f"#/components/schemas/{name}{form}"}
+                                                      for form in ("One", "Batch")], name
+        for form, field, other in (("One", single, batch), ("Batch", batch, single)):
+            schema = schemas[f"{name}{form}"]
+            assert schema["type"] == "object" and schema["required"] == [field], (name, form)
+            assert schema["additionalProperties"] is False and other not in schema["properties"]
             assert "anyOf" not in schema["properties"][field] and "default" not in schema["properties"][field]
 
 
@@ -284,10 +289,10 @@ async def test_a_batch_past_its_deadline_keeps_the_answers_of_its_finished_rows(
         runner, ticks, unclocked = served.engine.runner, threading.Semaphore(0), threading.Event()
         execute = runner.execute
 
-        def clocked(sched):  # the worker thread: one step per tick
+        def clocked(sched, **kwargs):  # the worker thread: one step per tick
             while sched.num_rows and not unclocked.is_set() and not ticks.acquire(timeout=0.05):
                 pass
-            return execute(sched)
+            return execute(sched, **kwargs)
 
         runner.execute = clocked
         try:

@@ -93,3 +93,20 @@ async def test_reload_needs_the_api_key_when_one_is_set(live, checkpoints):
         assert_problem(await client.post("/v1/models/live/reload"), 401)
         resp = await client.post("/v1/models/live/reload", headers={"Authorization": f"Bearer {'k' * 32}"})
         assert resp.status_code == 200 and resp.json()["changed"] is False
+
+
+async def test_reload_of_an_adapted_arc_model_drops_the_added_rows(tmp_path, checkpoints):
+    from training.adapt import install_rows
+
+    live = tmp_path / "arc.safetensors"
+    shutil.copy(checkpoints["arc"], live)
+    settings = make_settings(checkpoints, names=(), models=[f"live={live}"])
+    async with serve(settings) as (app, client):
+        served = app.state.registry.models["live"]
+        base = served.config.num_puzzle_identifiers
+        install_rows(served.model, torch.randn(3, served.config.puzzle_emb_ndim))  # as an adaptation job does
+        assert served.config.num_puzzle_identifiers == base + 3
+        resp = await client.post("/v1/models/live/reload")
+        assert resp.status_code == 200, resp.text
+        assert served.config.num_puzzle_identifiers == base
+        assert served.model.puzzle_emb.num_rows == base  # the extension is empty: only the file's table

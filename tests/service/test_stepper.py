@@ -125,7 +125,7 @@ def test_cuda_graph_replay_equals_eager_bf16():
     step = BucketedStep(model, max_rows=8)
     with torch.inference_mode():
         got = step(carry)
-        assert not step.capture_failed and 8 in step._graphs
+        assert not step.capture_failed and 8 in step.captured
         ref = model.step(carry)
     for x, y in ((got[1].logits, ref[1].logits), (got[1].q_halt_logits, ref[1].q_halt_logits)):
         torch.testing.assert_close(x.float(), y.float(), rtol=2e-2, atol=2e-2)
@@ -149,3 +149,21 @@ def test_runner_with_chunks_answers_as_without():
         answers[chunk] = [(r.steps, r.answer, r.q_halt_logit) for r in reqs]
     assert [a[:2] for a in answers[0]] == [a[:2] for a in answers[3]]
     assert all(abs(a[2] - b[2]) < 1e-9 for a, b in zip(answers[0], answers[3], strict=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graphs_on_a_device_that_is_not_current_pass_the_self_check():
+    """The model on the last GPU while cuda:0 is current (with one GPU: the same device): every bucket is
+    captured on the model's device, passes the start-up self-check, and replays the rows' own step."""
+    from service.engine.stepper import prepare_model, step_mismatch
+
+    dev = torch.device(f"cuda:{torch.cuda.device_count() - 1}")
+    torch.cuda.set_device(0)
+    model = prepare_model(tiny_model(seed=3).to(dev))
+    step = BucketedStep(model, max_rows=8)
+    assert step.capture_all() == {"captured": [1, 2, 4, 8], "fallback": []}
+    carry = _carry(model, 5)
+    with torch.inference_mode():
+        assert step_mismatch(step(carry), model.step(carry)) < 2 ** -5
+    assert torch.cuda.current_device() == 0

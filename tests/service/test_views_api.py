@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.solve_cli import main as solve_main
-from tests.conftest import DATA
+from tests.conftest import DATA, require_shared
 from tests.service.conftest import make_settings, serve
 from trm_core.tasks import sudoku
 from trm_core.tasks.puzzle_csv import read_puzzle_csv
@@ -25,8 +25,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(scope="module")
 def hard():
-    if not TEST_CSV.is_file():
-        pytest.skip(f"{TEST_CSV} is not present")
+    require_shared(TEST_CSV)
     return read_puzzle_csv(TEST_CSV, limit=20)
 
 

@@ -11,8 +11,8 @@ import re
 import pytest
 
 from service.api.routes.page import STATIC_DIR
-from service.stats import RecentRequests
-from tests.conftest import DATA
+from service.traffic import RecentRequests
+from tests.conftest import DATA, require_shared
 from tests.service.conftest import make_settings, serve, small_arc_tasks, sudoku_puzzles
 from trm_core.tasks import sudoku
 
@@ -128,8 +128,7 @@ def test_bundled_examples_are_real_puzzles_from_the_shared_data():
         assert len(items) >= 3, level
         for item in items:
             path = DATA / "sudoku" / item["source"]
-            if not path.is_file():
-                pytest.skip(f"{path} (shared data) is not present")
+            require_shared(path)
             with (gzip.open(path, "rt") if path.suffix == ".gz" else path.open()) as f:
                 rows = list(csv.reader(f))[1:]
             assert rows[item["row"]][1] == item["puzzle"] and int(rows[item["row"]][3]) == item["rating"]

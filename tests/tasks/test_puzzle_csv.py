@@ -7,7 +7,7 @@ import gzip
 import pytest
 import torch
 
-from tests.conftest import DATA
+from tests.conftest import DATA, require_shared
 from tests.tasks.shared_data import sudoku_rows
 from trm_core.tasks import TaskInputError, sudoku
 from trm_core.tasks.puzzle_csv import read_puzzle_csv, read_sudoku_csv
@@ -17,7 +17,7 @@ SUDOKU = DATA / "sudoku"
 
 @pytest.mark.parametrize("name", ["forum_hardest_1905_11plus_train_1k.csv", "magictour_top1465.csv"])
 def test_sudoku_csv_reads_every_row_as_the_codec_parses_it(name):
-    puzzles, solutions = read_sudoku_csv(SUDOKU / name)
+    puzzles, solutions = read_sudoku_csv(require_shared(SUDOKU / name, "a Sudoku CSV"))
     rows = sudoku_rows(name)
     assert puzzles.dtype == torch.uint8 and puzzles.shape == (len(rows), 9, 9) == solutions.shape
     for i in (0, 1, len(rows) // 2, len(rows) - 1):
@@ -28,7 +28,7 @@ def test_sudoku_csv_reads_every_row_as_the_codec_parses_it(name):
 
 def test_sudoku_csv_limit_and_rating_filter_and_gzip(tmp_path):
     name = "forum_hardest_1905_11plus_train_1k.csv"
-    lines = (SUDOKU / name).read_text().splitlines()
+    lines = require_shared(SUDOKU / name, "the Sudoku training CSV").read_text().splitlines()
     puzzles, _ = read_sudoku_csv(SUDOKU / name, limit=7)
     assert puzzles.shape[0] == 7
     ratings = [float(line.split(",")[3]) for line in lines[1:]]
@@ -45,7 +45,7 @@ def test_sudoku_csv_limit_and_rating_filter_and_gzip(tmp_path):
 
 
 def _with_row(tmp_path, index, question=None, answer=None):
-    lines = (SUDOKU / "forum_hardest_1106.csv").read_text().splitlines()[:5]
+    lines = require_shared(SUDOKU / "forum_hardest_1106.csv", "a Sudoku CSV").read_text().splitlines()[:5]
     src, q, a, rating = lines[index].split(",")
     lines[index] = ",".join([src, question or q, answer or a, rating])
     path = tmp_path / "bad.csv"

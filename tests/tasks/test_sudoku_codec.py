@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from tests.conftest import require_shared
 from tests.tasks.shared_data import SHARED, SUDOKU_DIR, sudoku_rows
 from trm_core.tasks import TaskInputError, sudoku
 
@@ -18,7 +19,7 @@ README_COUNTS = {
 
 
 def test_readme_lists_every_file():
-    assert {p.name for p in SUDOKU_DIR.iterdir() if p.suffix in (".csv", ".gz")} == set(README_COUNTS)
+    assert {p.name for p in require_shared(SUDOKU_DIR, "the Sudoku data sets").iterdir() if p.suffix in (".csv", ".gz")} == set(README_COUNTS)
 
 
 @pytest.mark.parametrize("name", sorted(README_COUNTS))
@@ -36,7 +37,7 @@ def test_every_real_puzzle_parses_and_every_answer_verifies(name):
 
 def test_tokens_equal_the_original_builders_golden_fixture():
     safetensors_torch = pytest.importorskip("safetensors.torch")
-    golden = safetensors_torch.load_file(str(SHARED / "fixtures" / "sudoku_mlp_t.golden.safetensors"))
+    golden = safetensors_torch.load_file(str(require_shared(SHARED / "fixtures" / "sudoku_mlp_t.golden.safetensors", "a golden fixture")))
     rows = sudoku_rows("forum_hardest_1905_11plus_train_1k.csv", 3)  # the fixture's three puzzles
     inputs = [sudoku.encode(sudoku.parse(q)) for q, _ in rows]
     labels = [sudoku.encode(sudoku.parse(a)) for _, a in rows]

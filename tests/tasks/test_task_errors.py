@@ -13,11 +13,37 @@ def test_registry_returns_each_codec_and_names_unknown_tasks():
         get_codec("chess")
 
 
+SOLVED = "534678912672195348198342567859761423426853791713924856961537284287419635345286179"
+MAZE = ["#####", "#S  #", "### #", "#G  #", "#####"]
+MAZE_SOLVED = ["#####", "#Soo#", "###o#", "#Goo#", "#####"]
+
+
+def _round_trip(name: str) -> tuple:
+    """(puzzle, its right answer, a wrong answer, the codec's answer after encode -> decode)."""
+    if name == "sudoku":
+        puzzle = sudoku.parse("." + SOLVED[1:])
+        answer = sudoku.parse(SOLVED)
+        wrong = [row[:] for row in answer]
+        wrong[0][0], wrong[0][1] = wrong[0][1], wrong[0][0]
+        return puzzle, answer, wrong, sudoku.decode(sudoku.encode(answer))
+    if name == "maze":
+        puzzle = maze.parse(MAZE, height=5, width=5)
+        answer = maze.parse(MAZE_SOLVED, height=5, width=5)
+        return puzzle, answer, puzzle, maze.decode(maze.encode(answer), height=5, width=5)
+    puzzle = arc.parse([[1, 2, 3], [4, 5, 6]])
+    answer = arc.parse([[6, 5], [4, 3], [2, 1]])
+    return puzzle, answer, [[1, 2], [3]], arc.decode(arc.encode(answer, canvas=10), canvas=10)
+
+
 @pytest.mark.parametrize("name", TASK_NAMES)
-def test_every_codec_has_the_same_four_functions(name):
-    codec = get_codec(name)
-    for fn in ("parse", "encode", "decode", "verify"):
-        assert callable(getattr(codec, fn))
+def test_every_codec_round_trips_and_its_verify_decides(name):
+    """The four functions each codec offers do their job: encode -> decode gives the grid back, and
+    verify passes the right answer and names what is wrong with a bad one."""
+    puzzle, answer, wrong, decoded = _round_trip(name)
+    assert decoded == answer
+    assert get_codec(name).verify(puzzle, answer) == []
+    problems = get_codec(name).verify(puzzle, wrong)
+    assert problems and all(isinstance(p, str) and p for p in problems)
 
 
 def test_error_is_a_value_error_with_loc_and_all_errors():

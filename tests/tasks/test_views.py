@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import require_shared
 from tests.tasks.shared_data import SUDOKU_DIR, read_csv_rows
 from trm_core.tasks import maze, sudoku
 from trm_core.tasks.augment import SudokuAug, dihedral_rows
@@ -16,8 +17,7 @@ from trm_core.tasks.views import MAZE_DIHEDRAL_ORDER, max_views, maze_views, sud
 
 def _real_sudokus(n: int) -> list[tuple[list[int], list[int]]]:
     path = SUDOKU_DIR / "forum_hardest_1905_11plus_train_1k.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} is not present")
+    require_shared(path, "the Sudoku training CSV")
     rows = []
     for _, q, a, _ in read_csv_rows(path):
         rows.append((sudoku.encode(sudoku.parse(q)), sudoku.encode(sudoku.parse(a))))

@@ -46,15 +46,24 @@ def test_new_rows_start_at_the_table_mean_and_install_answers_like_the_copy(unse
     assert torch.equal(fresh.puzzle_emb.weights[1:], mean_row(model).expand(3, -1))
     assert fresh.lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()  # frozen network is shared
     n_before = model.puzzle_emb.weights.shape[0]
+    base = model.puzzle_emb.weights
     ids = install_rows(model, res.rows)
     assert ids == [n_before, n_before + 1, n_before + 2] and model.config.num_puzzle_identifiers == n_before + 3
+    assert model.puzzle_emb.weights is base  # the loaded table is kept by reference, never copied
     # the served model with the installed ids answers exactly as the adapted copy with its local ids
     clone = adapted_copy(model, 3)
     clone.puzzle_emb.weights[1:] = res.rows
     via_copy = predict_versions(clone, unseen.test_inputs, res.versions)
     served = adapted_copy(model, 0)
-    served.puzzle_emb.weights = model.puzzle_emb.weights[[0, *ids]].clone()
+    served.puzzle_emb.weights = torch.cat([base[:1], model.puzzle_emb(torch.tensor(ids))])
+    assert torch.equal(served.puzzle_emb.weights[1:], res.rows)
     assert predict_versions(served, unseen.test_inputs, res.versions) == via_copy
+    # a second install extends the extension only; old ids still read the base table
+    more = install_rows(model, res.rows[:1] + 1.0)
+    assert more == [n_before + 3] and model.puzzle_emb.weights is base
+    lookup = model.puzzle_emb(torch.tensor([0, n_before - 1, *ids, *more]))
+    assert torch.equal(lookup[:2], base[[0, n_before - 1]]) and torch.equal(lookup[2:5], res.rows)
+    assert torch.equal(lookup[5], res.rows[0] + 1.0)
 
 
 def test_budgets_and_cancellation(unseen):

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from tests.conftest import DATA
+from tests.conftest import DATA, require_shared
 from tests.training.test_eval import tiny_arc  # noqa: F401 - module-scoped fixture (a real ARC build)
 from training.config import CONFIG_DIR, ConfigError, load_config, parse_cli
 from training.ddp import DistInfo
@@ -42,8 +42,7 @@ def test_paper_hyperparameters_per_task():
 @pytest.mark.parametrize("name", ["sudoku-mlp", "sudoku-att"])
 def test_paper_sudoku_config_takes_a_cpu_step_at_full_size(name, tmp_path):
     """The exact paper model (not a shrunk one), one optimizer step with global_batch_size=2."""
-    if not TRAIN_CSV.is_file():
-        pytest.skip(f"{TRAIN_CSV} not present")
+    require_shared(TRAIN_CSV, "the Sudoku training CSV")
     cfg = load_config(name, [f"--data.path={TRAIN_CSV}", "--data.train_limit=4", "--run.global_batch_size=2",
                              "--run.max_steps=1", f"--run.dir={tmp_path}", "--run.num_threads=1",
                              "--optim.lr_warmup_steps=1"])  # the first warm-up LR (5e-8) moves nothing in fp32

@@ -67,9 +67,8 @@ def test_sudoku_build_is_seeded(sudoku_build, tmp_path):
 
 
 def test_builder_draws_are_valid_sudoku_symmetries_applied_as_the_original():
-    rng = np.random.default_rng(0)
-    grids = rng.integers(0, 10, (64, 9, 9))
-    augs = random_sudoku_augs(rng, 64)
+    grids = np.random.default_rng(0).integers(0, 10, (64, 9, 9))
+    augs = random_sudoku_augs(np.random.RandomState(0), 64)
     out = augs.apply(torch.from_numpy(grids))
     for i in range(64):
         aug = augs[i]  # SudokuAug checks the draw: digit permutation keeping 0, rows stay in their bands
@@ -175,8 +174,10 @@ def test_arc_build_examples_invert_to_the_original_pairs(arc_build):
     for p in range(train.num_puzzles):
         task, k, perm = parse_version_name(names[train.puzzle_identifiers[p]])
         aug = ArcAug(k, perm)
-        # train split: demonstrations of every task, test pairs only of tasks outside the test set
-        pairs = tasks[task]["train"] + ([] if task in test_names else tasks[task]["test"])
+        # train split: demonstrations of every task, test pairs only of tasks outside the test set,
+        # in the task file's key order (as the original)
+        pairs = [p for key, ps in tasks[task].items() if key == "train" or (key == "test" and task not in test_names)
+                 for p in ps]
         rows = range(train.puzzle_indices[p], train.puzzle_indices[p + 1])
         assert len(rows) == len(pairs)
         at_origin = 0
@@ -217,10 +218,10 @@ def test_test_split_labels_score_full_marks_through_the_voter(arc_build):
     assert score(voter, tasks) == {"pass@1": 1.0, "pass@2": 1.0}
 
 
-def test_arc_build_drops_arc2_copies_of_the_evaluation_tasks(tmp_path):
+def test_arc_build_drop_overlap_drops_arc2_copies_of_the_evaluation_tasks(tmp_path):
     overlap = set((ARC / "arc-agi-2_training_ids_also_in_arc-agi-1_evaluation.txt").read_text().split())
     cfg = ArcBuildConfig(out=tmp_path, subsets=(ARC / "arc-agi-2" / "training", ARC / "arc-agi-1" / "evaluation"),
-                         test_set=ARC / "arc-agi-1" / "evaluation", num_aug=0, max_tasks=12)
+                         test_set=ARC / "arc-agi-1" / "evaluation", num_aug=0, max_tasks=12, drop_overlap=True)
     build_arc(cfg)
     arc2_first = sorted(p.stem for p in (ARC / "arc-agi-2" / "training").glob("*.json"))[:12]
     eval_first = {p.stem for p in sorted((ARC / "arc-agi-1" / "evaluation").glob("*.json"))[:12]}

@@ -36,6 +36,16 @@ def test_arc_command_with_relative_subsets(tmp_path):
     assert (tmp_path / "arc_tasks.json").is_file() and (tmp_path / "test_puzzles.json").is_file()
 
 
+def test_arc_command_takes_the_original_builders_flags(tmp_path):
+    """`--input-file-prefix P --subsets names --test-set-name N --output-dir D`, as the original's command line."""
+    prefix = Path(__file__).resolve().parents[1] / "fixtures" / "arc_original" / "inputs" / "arc-agi"
+    code = main(["arc", "--input-file-prefix", str(prefix), "--output-dir", str(tmp_path), "--subsets", "training",
+                 "evaluation", "concept", "--test-set-name", "evaluation", "--num-aug", "2"])
+    assert code == 0
+    assert load_split(tmp_path, "test").num_groups == 4  # the evaluation subset's tasks
+    assert load_split(tmp_path, "train").num_groups == 13
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sudoku", "--train", "nope.csv", "--test", "nope.csv"], "trm build-data sudoku: nope.csv not found"),
     (["maze"], "trm build-data maze: give --train and --test CSVs, or --generate"),

@@ -55,7 +55,7 @@ def test_cli_writes_hf_layout_csvs(tmp_path):
 
 @pytest.mark.slow
 def test_two_thousand_mazes_take_minutes_not_hours(tmp_path):
-    """The README's measurement: `python -m training.data.maze_gen --out DIR --seed 0`."""
+    """training/data/README.md's measurement: `python -m training.data.maze_gen --out DIR --seed 0`."""
     import time
     t0 = time.perf_counter()
     assert main(["--out", str(tmp_path), "--seed", "0"]) == 0

@@ -7,12 +7,11 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import DATA, tiny_config
+from tests.conftest import DATA, require_shared, tiny_config
 from training.config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from training.ddp import DistInfo, close_distributed, init_distributed, unwrap
 from training.trainer import Trainer
@@ -54,8 +53,7 @@ def _free_port() -> int:
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path):
-    if not TRAIN_CSV.is_file():
-        pytest.skip(f"{TRAIN_CSV} not present")
+    require_shared(TRAIN_CSV, "the Sudoku training CSV")
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = load_file(str(tmp_path / "rank0.safetensors"))
     r1 = load_file(str(tmp_path / "rank1.safetensors"))

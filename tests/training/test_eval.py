@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import DATA, tiny_model
+from tests.conftest import DATA, require_shared, tiny_model
 from training.evaluate import arc_pass_at_k, eval_inputs, evaluate_model
 from training.evaluate import main as eval_main
 from training.examples import load_examples
@@ -21,8 +21,7 @@ ARC_EVAL = DATA / "arc" / "arc-agi-1" / "evaluation"
 @pytest.fixture(scope="module")
 def tiny_arc(tmp_path_factory):
     """A real ARC build (tasks helper's builder): 3 ARC-AGI-1 evaluation tasks x (identity + 2 versions)."""
-    if not ARC_EVAL.is_dir():
-        pytest.skip(f"{ARC_EVAL} not present")
+    require_shared(ARC_EVAL, "the ARC-AGI-1 evaluation tasks")
     from training.data.build_arc import ArcBuildConfig, build_arc
 
     root = tmp_path_factory.mktemp("arc")
@@ -35,8 +34,7 @@ def _model():
 
 
 def _data(n=12):
-    if not TRAIN_CSV.is_file():
-        pytest.skip(f"{TRAIN_CSV} not present")
+    require_shared(TRAIN_CSV, "the Sudoku training CSV")
     return load_examples(TRAIN_CSV, limit=n)
 
 
@@ -80,8 +78,7 @@ def test_rank_shards_cover_every_example_once():
 
 
 def test_eval_cli_on_a_raw_csv_gz(tmp_path, capsys):
-    if not TEST_GZ.is_file():
-        pytest.skip(f"{TEST_GZ} not present")
+    require_shared(TEST_GZ, "the Sudoku test CSV")
     from trm_core import save_checkpoint
 
     model = _model()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import SHARED, require_shared
 from training.evaluate import main as eval_main
 from trm_core import load_checkpoint
 
@@ -53,8 +53,7 @@ def test_bundled_model_loads_small_and_self_describing():
 @pytest.mark.parametrize("entry", _params())
 def test_card_numbers_are_reproduced_by_trm_eval(entry, capsys):
     assert entry is not None, f"{CARD} is missing"
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} not present")
+    require_shared(SHARED, "the data sets the card was measured on")
     args = [a.replace("../shared", str(SHARED)) for a in entry["args"]]
     args[0] = str(REPO / args[0])  # the model path is relative to the repository root
     assert eval_main(args) == 0

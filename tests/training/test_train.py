@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import DATA, tiny_config
+from tests.conftest import DATA, require_shared, tiny_config
 from training.config import ConfigError, DataConfig, OptimConfig, RunConfig, TrainConfig
 from training.ddp import DistInfo
 from training.train import main as train_main
@@ -17,8 +17,7 @@ TRAIN_CSV = DATA / "sudoku" / "forum_hardest_1905_11plus_train_1k.csv"
 
 
 def _cfg(tmp_path, **run) -> TrainConfig:
-    if not TRAIN_CSV.is_file():
-        pytest.skip(f"{TRAIN_CSV} not present")
+    require_shared(TRAIN_CSV, "the Sudoku training CSV")
     model = tiny_config(num_puzzle_identifiers=1, halt_max_steps=4)
     data = DataConfig(path=str(TRAIN_CSV), train_limit=200, augment=True, reveal_start=0.95, reveal_end=0.95)
     optim = OptimConfig(lr=3e-3, lr_warmup_steps=5, weight_decay=0.1, puzzle_emb_lr=1e-3, ema_warmup=True)
@@ -84,8 +83,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
 
 
 def test_cli_trains_checkpoints_and_writes_metrics(tmp_path):
-    if not TRAIN_CSV.is_file():
-        pytest.skip(f"{TRAIN_CSV} not present")
+    require_shared(TRAIN_CSV, "the Sudoku training CSV")
     run = tmp_path / "run"
     argv = ["sudoku-demo", f"--run.dir={run}", "run.max_steps=6", "--run.log_interval", "3",
             "--model.hidden_size=32", "--model.puzzle_emb_ndim=32", "--run.global_batch_size=8",
@@ -120,9 +118,10 @@ def test_init_from_starts_a_new_run_from_exported_weights_and_resume_ignores_it(
     source.train()
     weights = tmp_path / "a.safetensors"
     save_checkpoint(source.model, weights)
-    # another recursion depth is allowed: the weights do not depend on it
+    # deeper recursion is allowed: the weights do not depend on it
     cfg = _cfg(tmp_path / "b", init_from=str(weights), max_steps=2)
-    cfg = TrainConfig(model=cfg.model.replace(halt_max_steps=6), data=cfg.data, optim=cfg.optim, run=cfg.run)
+    cfg = TrainConfig(model=cfg.model.replace(halt_max_steps=6, L_cycles=cfg.model.L_cycles + 1), data=cfg.data,
+                      optim=cfg.optim, run=cfg.run)
     warm = Trainer(cfg, DistInfo())
     for name, t in source.model.state_dict().items():
         assert torch.equal(warm.model.state_dict()[name], t), name
@@ -135,5 +134,5 @@ def test_init_from_starts_a_new_run_from_exported_weights_and_resume_ignores_it(
     wider = _cfg(tmp_path / "c", init_from=str(weights))
     wider = TrainConfig(model=wider.model.replace(hidden_size=wider.model.hidden_size * 2), data=wider.data,
                         optim=wider.optim, run=wider.run)
-    with pytest.raises(ConfigError, match="only halt_max_steps may differ"):
+    with pytest.raises(ConfigError, match="only the recursion counts"):
         Trainer(wider, DistInfo())

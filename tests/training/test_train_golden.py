@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, require_shared
 from training.config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from training.ddp import DistInfo
 from training.examples import Examples
@@ -27,8 +27,7 @@ NAMES = ["sudoku_mlp_t", "arc_att_rope", "maze_att_learned_noprefix"]
 
 def _load(name: str):
     path = FIXTURES / f"{name}.golden.safetensors"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
+    require_shared(path, "a golden fixture of the original code")
     with safe_open(str(path), "pt") as f:
         golden = {k: f.get_tensor(k) for k in f.keys()}
         original_config = json.loads(f.metadata()["original_config"])

@@ -167,3 +167,77 @@ def test_info_on_a_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"trainable parameters: {model.num_trainable_params():,}" in out
     assert "puzzle table: 96 floats (3 rows" in out and f"file size: {path.stat().st_size:,} bytes" in out
+
+
+# ---- the serving recipe (metadata `recipe`) ----------------------------------------------------------
+
+def test_recipe_round_trips_and_absent_means_none(tmp_path):
+    from trm_core.checkpoint import Recipe, read_metadata
+
+    model = tiny_model()
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(model, path, metadata={"recipe": {"views": 128, "max_steps": 16, "halting": "verified"}})
+    _, meta = load_checkpoint(path)
+    assert meta["recipe"] == Recipe(views=128, max_steps=16, halting="verified")
+    assert meta["recipe"].describe() == "128 views, 16 steps, verified halting"
+    again = tmp_path / "again.safetensors"
+    save_checkpoint(model, again, metadata=meta)  # metadata read back (a Recipe) saves as it was read
+    assert read_metadata(again)["recipe"] == meta["recipe"]
+    save_checkpoint(model, tmp_path / "plain.safetensors")
+    assert "recipe" not in read_metadata(tmp_path / "plain.safetensors")
+
+
+@pytest.mark.parametrize(("recipe", "named"), [
+    ({"views": "128", "max_steps": 16, "halting": "verified"}, "recipe.views"),
+    ({"views": 8, "max_steps": 0, "halting": "verified"}, "recipe.max_steps"),
+    ({"views": True, "max_steps": 16, "halting": "verified"}, "recipe.views"),
+    ({"views": 8, "max_steps": 16, "halting": "sometimes"}, "recipe.halting"),
+    ({"views": 8, "max_steps": 16}, "missing halting"),
+    ({"views": 8, "max_steps": 16, "halting": "fixed", "seed": 3}, "unknown seed"),
+    ([8, 16, "verified"], "recipe must be an object"),
+])
+def test_a_bad_recipe_in_a_file_is_refused_naming_the_field(tmp_path, recipe, named):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_model(), path)
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata())
+    meta["recipe"] = json.dumps(recipe)
+    bad = _rewrite(path, tmp_path / "bad.safetensors", meta=meta)
+    with pytest.raises(CheckpointFormatError, match=named) as err:
+        load_checkpoint(bad)
+    assert "bad.safetensors" in str(err.value) and "--recipe" in str(err.value)
+    with pytest.raises(ValueError, match=named):  # and save_checkpoint refuses to write it
+        save_checkpoint(tiny_model(), tmp_path / "never.safetensors", metadata={"recipe": recipe})
+    assert not (tmp_path / "never.safetensors").exists()
+
+
+def test_arc_recipe_cannot_ask_for_verified_halting_or_views(tmp_path):
+    model = tiny_model(task="arc", seq_len=900, vocab_size=12, grid_height=30, grid_width=30)
+    with pytest.raises(ValueError, match="recipe.halting: verified needs a rule check"):
+        save_checkpoint(model, tmp_path / "a.safetensors", metadata={
+            "recipe": {"views": 1, "max_steps": 16, "halting": "verified"}})
+    with pytest.raises(ValueError, match="recipe.views"):
+        save_checkpoint(model, tmp_path / "a.safetensors", metadata={
+            "recipe": {"views": 8, "max_steps": 16, "halting": "learned"}})
+
+
+def test_rewrite_metadata_sets_and_removes_the_recipe_keeping_the_weights(tmp_path):
+    from trm_core.checkpoint import Recipe, read_metadata, rewrite_metadata
+
+    model = tiny_model()
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(model, path, metadata={"train": {"steps": 7}})
+    before = load_file(str(path))
+    meta = rewrite_metadata(path, path, {"recipe": {"views": 4, "max_steps": 8, "halting": "fixed"}})
+    assert meta["recipe"] == Recipe(4, 8, "fixed") and meta["train"] == {"steps": 7}
+    after = load_file(str(path))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not list(tmp_path.glob("*.tmp"))
+    rewrite_metadata(path, path, {"recipe": None})
+    assert "recipe" not in read_metadata(path)
+    with pytest.raises(ValueError, match="recipe.views"):
+        rewrite_metadata(path, path, {"recipe": {"views": 0, "max_steps": 8, "halting": "fixed"}})
+    with pytest.raises(ValueError, match="'config' describes the weights"):
+        rewrite_metadata(path, path, {"config": "{}"})
+    assert "recipe" not in read_metadata(path)  # a refused rewrite leaves the file as it was

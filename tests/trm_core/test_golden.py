@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from trm_core import TRM, import_original
 from trm_core.loss import act_loss
 
-from ..conftest import FIXTURES
+from ..conftest import FIXTURES, require_shared
 
 NAMES = ["sudoku_mlp_t", "arc_att_rope", "maze_att_learned_noprefix"]
 ORIGINAL_TO_OURS = {  # gradient names of the original module -> our parameter names
@@ -30,9 +30,7 @@ ORIGINAL_TO_OURS = {  # gradient names of the original module -> our parameter n
 
 
 def load_fixture(name: str):
-    path = FIXTURES / f"{name}.golden.safetensors"
-    if not path.exists():
-        pytest.skip(f"fixture {path} missing")
+    path = require_shared(FIXTURES / f"{name}.golden.safetensors", "a golden fixture of the original code")
     golden = load_file(str(path))
     with safe_open(str(path), "pt") as f:
         original_config = json.loads(f.metadata()["original_config"])

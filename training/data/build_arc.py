@@ -1,25 +1,38 @@
-"""ARC dataset builder: task JSON folders -> the original layout, with the original recipe.
+"""ARC dataset builder: the original `dataset/build_arc_dataset.py`, array for array.
 
-Recipe (`dataset/build_arc_dataset.py`), seeded (default 42 as the original):
-- Subsets are task folders (`<id>.json` each, searched recursively) or Kaggle-style
-  `*_challenges.json` files (with `*_solutions.json` beside them). Each subset's tasks are
-  shuffled. Demonstration pairs of every task go to the train split; test pairs go to the train
-  split too, except for the tasks of the `test_set` subset, whose test pairs form the test split
-  (and which are written to `test_puzzles.json`, with solutions, for scoring).
-- Versions: each task gets the identity plus up to `num_aug` distinct augmentations (a dihedral
-  transform x a permutation of colours 1-9, 0 fixed; at most 5*num_aug draws; duplicates by
-  content dropped). Every version is its own puzzle with its own embedding id, shared by both
-  splits; a task's versions form one group. Names as the original: `task` for the identity,
-  `task|||t{k}|||{perm}` otherwise (`identifiers.json`, id 0 = "<blank>").
-- Translation (train split only): each example of a version is placed at a random offset on the
-  30x30 canvas, except one random example per version which stays at (0, 0).
-- Leakage: a task of another subset whose name or content equals a test-set task is dropped
-  (ARC-AGI-2 training repeats 376 ARC-AGI-1 evaluation tasks), and later duplicates of a task
-  (same name or same content) are dropped too; both are logged and counted in dataset.json.
+A public ARC checkpoint answers a task only through the puzzle-embedding rows of that task's
+versions, so serving one needs exactly the identifiers its training data had. By default this
+builder therefore reproduces the original builder bit for bit on the same inputs (the Kaggle
+`kaggle/combined/arc-agi_<subset>_challenges.json` files the original reads): identifiers.json,
+every train/test array, dataset.json's original fields and test_puzzles.json. What that takes:
+
+- One legacy `np.random.RandomState(seed)` stream (the original seeds the global `np.random`
+  once), drawn in the original's order: per subset, shuffle its tasks then plan every task's
+  versions, subset after subset; then, per split (train, test), per version, the example kept at
+  the origin and the translations of the others.
+- Tasks in the file's order before the shuffle (a folder of task files has no order: its files
+  are taken sorted by path), examples of a version in the task JSON's key order (ARC-AGI-1's
+  Kaggle files list `test` before `train`).
+- Versions: the identity plus up to `num_aug` augmentations (dihedral id, then a permutation of
+  colours 1-9 with 0 fixed; at most 5*num_aug draws). An augmentation is a duplicate when the
+  sorted list of its pairs' hashes equals one seen (the original's `puzzle_hash`).
+- Names: `task` for the identity, `task|||t{k}|||{perm}` otherwise; ids are given in the order
+  train split then test split, group by group, from 1 (id 0 = "<blank>"). A name seen twice (a
+  task in two subsets) keeps its first id, as the original.
+- Splits: demonstrations go to train; test pairs too, except for the `test_set` subset, whose test
+  pairs form the test split (and whose tasks are written to test_puzzles.json). Translation
+  (train split only): each example of a version at a random offset on the 30x30 canvas, except
+  one random example per version at (0, 0).
+
+The original keeps every task, including a training task equal to a test-set task (ARC-AGI-1
+training 40853293 = evaluation 070dd51e; ARC-AGI-2 training repeats 376 ARC-AGI-1 evaluation
+tasks). `drop_overlap=True` drops such tasks and later repeats of a task instead, with a
+warning: the result no longer matches the original's ids (for training new models only).
 
 Beyond the original, `arc_tasks.json` maps each task's content fingerprint
 (`trm_core.tasks.arc.task_fingerprint`) to its versions `{"puzzle_id", "k", "perm"}` (identity
-first), so the service can recognise a posted task and run all its versions (see README.md).
+first), so the service can recognise a posted task and run all its versions (see README.md). It
+never changes an id; when two tasks share a fingerprint, the test-set task's versions are listed.
 """
 
 from __future__ import annotations
@@ -36,15 +49,16 @@ import torch
 from tqdm import tqdm
 
 from trm_core.tasks import arc
-from trm_core.tasks.arc import ArcTask
 from trm_core.tasks.augment import ArcAug, dihedral_tensor
 
 from .dataset import create_split_arrays, save_identifiers, save_split_index
 
-__all__ = ["ArcBuildConfig", "load_subset", "plan_versions", "build_arc"]
+__all__ = ["ArcBuildConfig", "load_subset", "plan_versions", "version_hash", "build_arc"]
 
 logger = logging.getLogger(__name__)
 RETRIES_FACTOR = 5  # draws per wanted version, as the original
+SPLITS = ("train", "test")
+Pair = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -54,22 +68,27 @@ class ArcBuildConfig:
     test_set: Path | None = None  # one of `subsets`; its test pairs form the test split
     num_aug: int = 1000
     seed: int = 42
-    max_tasks: int | None = None  # per subset, the first N task names in sorted order (small builds)
+    max_tasks: int | None = None  # per subset, its first N tasks in file order (small builds)
     translate: bool = True
+    drop_overlap: bool = False  # drop tasks equal to test-set tasks and repeats (ids then differ)
 
 
 @dataclass
 class _Task:
     name: str
-    task: ArcTask
-    raw: dict[str, Any]
+    raw: dict[str, Any]  # the task JSON as read (test outputs merged in), for test_puzzles.json
     is_test: bool
     fingerprint: str
+    examples: dict[str, list[Pair]]  # split -> pairs in the JSON's key order
     versions: list[ArcAug] = field(default_factory=list)
 
 
 def load_subset(path: Path) -> dict[str, dict[str, Any]]:
-    """Task name -> task JSON (with test outputs where known) from a folder or a Kaggle challenges file."""
+    """Task name -> task JSON (with test outputs where known) from a folder or a Kaggle challenges file.
+
+    A Kaggle file keeps its order (the original builder shuffles from it); a folder's files are
+    taken sorted by path.
+    """
     if path.is_dir():
         files = sorted(path.rglob("*.json"))
         if not files:
@@ -91,34 +110,44 @@ def _apply(aug: ArcAug, grid: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return dihedral_tensor(torch.from_numpy(perm[grid]), aug.k).contiguous().numpy()
 
 
-def _encode(grid: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
-    return arc.encode_tensor(torch.from_numpy(grid), offset=offset).numpy()
+def _grid_hash(grid: np.ndarray) -> str:
+    return hashlib.sha256(bytes(grid.shape) + grid.tobytes()).hexdigest()
 
 
-def _pairs(t: _Task) -> list[tuple[np.ndarray, np.ndarray]]:
-    outs = t.task.test_outputs or [[[0]] for _ in t.task.test_inputs]  # unknown solutions: dummy, as the original
-    return [(np.array(i, np.uint8), np.array(o, np.uint8))
-            for i, o in [*t.task.train, *zip(t.task.test_inputs, outs, strict=True)]]
+def version_hash(pairs: list[Pair]) -> str:
+    """The original's `puzzle_hash`: sha256 of the sorted per-pair hashes (pair order does not count)."""
+    hashes = sorted(f"{_grid_hash(i)}|{_grid_hash(o)}" for i, o in pairs)
+    return hashlib.sha256("|".join(hashes).encode()).hexdigest()
 
 
-def plan_versions(pairs: list[tuple[np.ndarray, np.ndarray]], num_aug: int, rng: np.random.Generator,
+def _draw(rng: np.random.RandomState | np.random.Generator) -> ArcAug:
+    """One augmentation, drawn as the original's `aug` (dihedral id, then the colour shuffle)."""
+    if isinstance(rng, np.random.RandomState):
+        k = int(rng.randint(0, 8))
+        perm = rng.permutation(np.arange(1, 10, dtype=np.uint8))
+    else:  # a Generator (adaptation jobs): same kind of draw, not the original's stream
+        k = int(rng.integers(0, 8))
+        perm = rng.permutation(9) + 1
+    return ArcAug(k, (0, *perm.tolist()))
+
+
+def plan_versions(pairs: list[Pair], num_aug: int, rng: np.random.RandomState | np.random.Generator,
                   name: str = "") -> list[ArcAug]:
-    """Identity plus up to `num_aug` augmentations whose transformed pairs all differ."""
-    def digest(aug: ArcAug) -> bytes:
+    """Identity plus up to `num_aug` augmentations whose transformed pair sets all differ.
+
+    With a `RandomState` the draws are the original builder's; `pairs` are all the task's pairs
+    (both splits; unknown test outputs as the dummy [[0]]).
+    """
+    def digest(aug: ArcAug) -> str:
         perm = np.array(aug.perm, np.uint8)
-        h = hashlib.blake2b(digest_size=16)
-        for grid in (g for pair in pairs for g in pair):
-            out = _apply(aug, grid, perm)
-            h.update(bytes(out.shape))
-            h.update(out.tobytes())
-        return h.digest()
+        return version_hash([(_apply(aug, i, perm), _apply(aug, o, perm)) for i, o in pairs])
 
     versions = [ArcAug()]
     seen = {digest(versions[0])}
     for _ in range(RETRIES_FACTOR * num_aug):
         if len(versions) > num_aug:
             break
-        aug = ArcAug(int(rng.integers(0, 8)), (0, *(rng.permutation(9) + 1).tolist()))
+        aug = _draw(rng)
         d = digest(aug)
         if d not in seen:
             seen.add(d)
@@ -128,73 +157,106 @@ def plan_versions(pairs: list[tuple[np.ndarray, np.ndarray]], num_aug: int, rng:
     return versions
 
 
-def _collect(cfg: ArcBuildConfig, rng: np.random.Generator) -> tuple[list[_Task], dict[str, int]]:
-    """Load, validate, shuffle and de-duplicate tasks; drop those that leak into the test set."""
+def _task(name: str, raw: dict[str, Any], is_test: bool, loc: tuple[str, str]) -> _Task:
+    """Validate one task and sort its pairs into splits in the JSON's key order, as the original."""
+    parsed = arc.parse_task(raw, loc=loc)
+    # unknown test outputs become the dummy [[0]], as the original
+    raw = {**raw, "test": [p if "output" in p else {**p, "output": [[0]]} for p in raw["test"]]}
+    examples: dict[str, list[Pair]] = {split: [] for split in SPLITS}
+    for key, pairs in raw.items():
+        if key not in ("train", "test"):
+            continue
+        dest = "test" if key == "test" and is_test else "train"
+        examples[dest] += [(np.array(p["input"], np.uint8), np.array(p["output"], np.uint8)) for p in pairs]
+    return _Task(name, raw, is_test, arc.task_fingerprint(parsed), examples)
+
+
+def _collect(cfg: ArcBuildConfig, rng: np.random.RandomState) -> tuple[list[_Task], dict[str, int]]:
+    """Load every subset, shuffle it and plan its tasks' versions, subset after subset (the original's draws)."""
     test_key = cfg.test_set.resolve() if cfg.test_set else None
     loaded = []
     for path in cfg.subsets:
         tasks = load_subset(path)
-        names = sorted(tasks)[:cfg.max_tasks] if cfg.max_tasks else sorted(tasks)
-        loaded.append((path.resolve() == test_key, names, tasks))
+        names = list(tasks)[:cfg.max_tasks] if cfg.max_tasks else list(tasks)
+        loaded.append((path, path.resolve() == test_key, names, tasks))
     test_names: set[str] = set()
     test_fps: set[str] = set()
-    for is_test, names, tasks in loaded:
-        if is_test:
-            test_names.update(names)
-            test_fps.update(arc.task_fingerprint(tasks[n]) for n in names)
+    if cfg.drop_overlap:
+        for _, is_test, names, tasks in loaded:
+            if is_test:
+                test_names.update(names)
+                test_fps.update(arc.task_fingerprint(tasks[n]) for n in names)
     counts = {"dropped_overlapping_test_set": 0, "dropped_duplicates": 0}
     seen_names: set[str] = set()
     seen_fps: set[str] = set()
     out: list[_Task] = []
-    for (is_test, names, tasks), path in zip(loaded, cfg.subsets, strict=True):
-        for name in [names[i] for i in rng.permutation(len(names))]:  # shuffle, as the original
-            task = arc.parse_task(tasks[name], loc=(str(path), name))
-            fp = arc.task_fingerprint(task)
-            if not is_test and (name in test_names or fp in test_fps):
-                counts["dropped_overlapping_test_set"] += 1
-                continue
-            if name in seen_names or fp in seen_fps:
-                counts["dropped_duplicates"] += 1
-                continue
-            seen_names.add(name)
-            seen_fps.add(fp)
-            out.append(_Task(name, task, tasks[name], is_test, fp))
-    logger.info("ARC tasks: %d kept (%d test), %s", len(out), sum(t.is_test for t in out), counts)
+    for path, is_test, names, tasks in loaded:
+        order = list(names)
+        rng.shuffle(order)  # the original shuffles the (name, task) list: the same draws
+        for name in tqdm(order, desc=f"versions {path.name}", unit="task"):
+            t = _task(name, tasks[name], is_test, (str(path), name))
+            if cfg.drop_overlap:
+                if not is_test and (name in test_names or t.fingerprint in test_fps):
+                    counts["dropped_overlapping_test_set"] += 1
+                    continue
+                if name in seen_names or t.fingerprint in seen_fps:
+                    counts["dropped_duplicates"] += 1
+                    continue
+                seen_names.add(name)
+                seen_fps.add(t.fingerprint)
+            t.versions = plan_versions([p for split in SPLITS for p in t.examples[split]], cfg.num_aug, rng, name)
+            out.append(t)
+    if cfg.drop_overlap:
+        logger.warning("ARC: --drop-overlap dropped %s; puzzle ids differ from the original builder's, so "
+                       "checkpoints trained on the original's data cannot be served with this build", counts)
+    logger.info("ARC tasks: %d kept (%d test)", len(out), sum(t.is_test for t in out))
     return out, counts
 
 
-def _write_split(cfg: ArcBuildConfig, split: str, tasks: list[_Task], ids: dict[tuple[int, int], int],
-                 rng: np.random.Generator, meta: dict[str, Any]) -> int:
+def _version_name(t: _Task, vi: int) -> str:
+    return t.name if vi == 0 else t.versions[vi].name(t.name)
+
+
+def _identifiers(tasks: list[_Task]) -> tuple[list[str], dict[str, int]]:
+    """Ids in the original's order: train split then test split, group by group, version by version."""
+    names = ["<blank>"]
+    ids: dict[str, int] = {}
+    for split in SPLITS:
+        for t in tasks:
+            if not t.examples[split]:
+                continue
+            for vi in range(len(t.versions)):
+                name = _version_name(t, vi)
+                if name not in ids:
+                    ids[name] = len(names)
+                    names.append(name)
+    return names, ids
+
+
+def _write_split(cfg: ArcBuildConfig, split: str, tasks: list[_Task], ids: dict[str, int],
+                 rng: np.random.RandomState, meta: dict[str, Any]) -> int:
     """Fill one split: per task one group, per version one puzzle, per pair one example."""
-    is_train = split == "train"
-
-    def examples(t: _Task) -> list[tuple[np.ndarray, np.ndarray]]:
-        pairs = _pairs(t)
-        n_train = len(t.task.train)
-        if is_train:
-            return pairs if not t.is_test else pairs[:n_train]
-        return pairs[n_train:] if t.is_test else []
-
-    chosen = [(ti, t, examples(t)) for ti, t in enumerate(tasks)]
-    chosen = [c for c in chosen if c[2]]
-    total = sum(len(t.versions) * len(ex) for _, t, ex in chosen)
+    translate = split == "train" and cfg.translate
+    chosen = [t for t in tasks if t.examples[split]]
+    total = sum(len(t.versions) * len(t.examples[split]) for t in chosen)
     inputs, labels = create_split_arrays(cfg.out, split, total, arc.SEQ_LEN)
     pids, pidx, gidx = [], [0], [0]
     row = 0
-    for ti, t, ex in tqdm(chosen, desc=f"{split} tasks", unit="task"):
+    for t in tqdm(chosen, desc=f"{split} tasks", unit="task"):
+        ex = t.examples[split]
         for vi, aug in enumerate(t.versions):
             perm = np.array(aug.perm, np.uint8)
-            keep_at_origin = int(rng.integers(len(ex)))
+            keep_at_origin = rng.randint(0, len(ex))
             for ei, (inp, out) in enumerate(ex):
                 inp, out = _apply(aug, inp, perm), _apply(aug, out, perm)
                 offset = (0, 0)
-                if is_train and cfg.translate and ei != keep_at_origin:
-                    offset = (int(rng.integers(0, arc.CANVAS - max(inp.shape[0], out.shape[0]) + 1)),
-                              int(rng.integers(0, arc.CANVAS - max(inp.shape[1], out.shape[1]) + 1)))
-                inputs[row] = _encode(inp, offset)
-                labels[row] = _encode(out, offset)
+                if translate and ei != keep_at_origin:
+                    offset = (int(rng.randint(0, arc.CANVAS - max(inp.shape[0], out.shape[0]) + 1)),
+                              int(rng.randint(0, arc.CANVAS - max(inp.shape[1], out.shape[1]) + 1)))
+                inputs[row] = arc.encode_tensor(torch.from_numpy(inp), offset=offset).numpy()
+                labels[row] = arc.encode_tensor(torch.from_numpy(out), offset=offset).numpy()
                 row += 1
-            pids.append(ids[ti, vi])
+            pids.append(ids[_version_name(t, vi)])
             pidx.append(row)
         gidx.append(len(pids))
     save_split_index(cfg.out, split, inputs, labels, np.array(pids, np.int32), np.array(pidx, np.int32),
@@ -202,29 +264,36 @@ def _write_split(cfg: ArcBuildConfig, split: str, tasks: list[_Task], ids: dict[
     return total
 
 
+def _task_table(tasks: list[_Task], ids: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+    """arc_tasks.json: fingerprint -> versions; a test-set task wins over an equal task of another subset."""
+    table: dict[str, list[dict[str, Any]]] = {}
+    owner: dict[str, _Task] = {}
+    for t in sorted(tasks, key=lambda t: not t.is_test):  # stable: test-set tasks first
+        if t.fingerprint in owner:
+            logger.warning("ARC: task %s has the same content as %s; the service answers it with %s's versions",
+                           t.name, owner[t.fingerprint].name, owner[t.fingerprint].name)
+            continue
+        owner[t.fingerprint] = t
+        table[t.fingerprint] = [{"puzzle_id": ids[_version_name(t, vi)], "k": a.k, "perm": "".join(map(str, a.perm))}
+                                for vi, a in enumerate(t.versions)]
+    return table
+
+
 def build_arc(cfg: ArcBuildConfig) -> dict[str, int]:
     """Build `cfg.out/{train,test}`, identifiers.json, test_puzzles.json and arc_tasks.json."""
     if cfg.test_set is not None and cfg.test_set.resolve() not in {p.resolve() for p in cfg.subsets}:
         raise ValueError(f"test set {cfg.test_set} must be one of the subsets {[str(p) for p in cfg.subsets]}")
-    rng = np.random.default_rng(cfg.seed)
+    if cfg.num_aug < 0:
+        raise ValueError(f"num_aug must be >= 0; got {cfg.num_aug}")
+    rng = np.random.RandomState(cfg.seed)  # the original's legacy global stream, seeded once
     tasks, counts = _collect(cfg, rng)
-    for t in tqdm(tasks, desc="plan versions", unit="task"):
-        t.versions = plan_versions(_pairs(t), cfg.num_aug, rng, t.name)
-    names = ["<blank>"]
-    ids: dict[tuple[int, int], int] = {}
-    for ti, t in enumerate(tasks):
-        for vi, aug in enumerate(t.versions):
-            ids[ti, vi] = len(names)
-            names.append(t.name if aug.is_identity else aug.name(t.name))
+    names, ids = _identifiers(tasks)
     meta = {"vocab_size": arc.VOCAB_SIZE, "seq_len": arc.SEQ_LEN, "num_puzzle_identifiers": len(names),
             "task": "arc", "grid_height": arc.CANVAS, "grid_width": arc.CANVAS, "seed": cfg.seed,
             "num_aug": cfg.num_aug, "subsets": [str(p) for p in cfg.subsets],
-            "test_set": str(cfg.test_set) if cfg.test_set else None, **counts}
-    sizes = {split: _write_split(cfg, split, tasks, ids, rng, dict(meta)) for split in ("train", "test")}
+            "test_set": str(cfg.test_set) if cfg.test_set else None, "drop_overlap": cfg.drop_overlap, **counts}
+    sizes = {split: _write_split(cfg, split, tasks, ids, rng, dict(meta)) for split in SPLITS}
     save_identifiers(cfg.out, names)
     (cfg.out / "test_puzzles.json").write_text(json.dumps({t.name: t.raw for t in tasks if t.is_test}))
-    table = {t.fingerprint: [{"puzzle_id": ids[ti, vi], "k": a.k, "perm": "".join(map(str, a.perm))}
-                             for vi, a in enumerate(t.versions)]
-             for ti, t in enumerate(tasks)}
-    (cfg.out / "arc_tasks.json").write_text(json.dumps(table, separators=(",", ":")))
+    (cfg.out / "arc_tasks.json").write_text(json.dumps(_task_table(tasks, ids), separators=(",", ":")))
     return {**sizes, "tasks": len(tasks), "puzzle_ids": len(names)}

@@ -4,7 +4,14 @@ Recipe (`dataset/build_sudoku_dataset.py`): train = N puzzles drawn without repl
 (default 1000) x (1 original + K augmentations, default 1000), each augmentation its own puzzle
 with one example, the original plus its augmentations one group; test = the test CSV without
 augmentation. Tokens: blank 1, digit d -> d + 1; labels = the full solution. Every puzzle id is
-0 (one shared embedding). Unlike the original this is seeded, so a build is reproducible.
+0 (one shared embedding).
+
+The original draws from numpy's global legacy stream without seeding it; this builder draws the
+same calls in the same order from `np.random.RandomState(seed)` (the subsample, then per
+training puzzle per augmentation the digit permutation, the transpose coin, the band order and
+rows, the stack order and columns), so its arrays equal the original's run after
+`np.random.seed(seed)` (values equal; the original stores augmented train arrays as int64, ours
+uint8). `test_limit` (ours) draws after everything the original draws.
 
 The augmentation is the original `shuffle_sudoku` as `trm_core.tasks.augment.SudokuAugBatch`
 (many puzzles at once); the CSV reader is `trm_core.tasks.puzzle_csv.read_sudoku_csv`.
@@ -43,15 +50,66 @@ class SudokuBuildConfig:
     seed: int = 0
 
 
-def random_sudoku_augs(rng: np.random.Generator, n: int) -> SudokuAugBatch:
-    """n random Sudoku symmetries, drawn as the original `shuffle_sudoku` does (seeded by `rng`)."""
-    digits = rng.permuted(np.tile(np.arange(1, 10), (n, 1)), axis=1)
-    within = rng.permuted(np.tile(np.arange(3), (n, 6, 1)), axis=2)  # rows in 3 bands, cols in 3 stacks
-    blocks = rng.permuted(np.tile(np.arange(3), (n, 2, 1)), axis=2)  # band order, stack order
-    perms = torch.from_numpy((blocks[:, :, :, None] * 3 + within.reshape(n, 2, 3, 3)).reshape(n, 2, 9))
-    digit_map = torch.from_numpy(np.concatenate([np.zeros((n, 1), np.int64), digits], axis=1))
-    return SudokuAugBatch(digit_map.long(), torch.from_numpy(rng.random(n) < 0.5), perms[:, 0].long(),
-                          perms[:, 1].long())
+_MASKS = (0, 1, 3, 3, 7, 7, 7, 7, 15)  # smallest all-ones mask >= i, for i = 0..8
+
+
+def random_sudoku_augs(rng: np.random.RandomState, n: int) -> SudokuAugBatch:
+    """n random Sudoku symmetries: the original `shuffle_sudoku`'s draws from `rng`, call for call.
+
+    Per symmetry the original calls `permutation(1..9)`, `rand()`, then for rows and for columns
+    `permutation(3)` (block order) and three `permutation(3)` (within blocks). A legacy
+    `permutation(k)` is a Fisher-Yates shuffle drawing, for i = k-1 down to 1, a raw 32-bit output
+    masked to the smallest all-ones mask >= i until it is <= i; `rand()` takes two raw outputs.
+    Those rules are replayed here on the raw stream read in bulk (a million calls one by one take
+    minutes), and `rng` is left exactly where the calls would have left it.
+    """
+    name, key, pos, has_gauss, gauss = rng.get_state()
+    bits = np.random.MT19937()
+    bits.state = {"bit_generator": name, "state": {"key": key, "pos": pos}}
+    raw: list[int] = []
+    at = drawn = 0
+    digits: list[list[int]] = []
+    coins: list[float] = []
+    perms: list[list[int]] = []
+
+    def interval(top: int) -> int:
+        nonlocal at
+        mask = _MASKS[top]
+        while True:
+            value = raw[at] & mask
+            at += 1
+            if value <= top:
+                return value
+
+    def shuffled(items: list[int]) -> list[int]:
+        for i in range(len(items) - 1, 0, -1):
+            j = interval(i)
+            items[i], items[j] = items[j], items[i]
+        return items
+
+    for _ in range(n):
+        if at + 256 > len(raw):  # enough for one symmetry with many rejections
+            more = max(256, min(65536, 64 * n))
+            raw = raw[at:] + bits.random_raw(more).tolist()
+            at = 0
+            drawn += more
+        digits.append(shuffled(list(range(1, 10))))
+        coins.append(((raw[at] >> 5) * 67108864.0 + (raw[at + 1] >> 6)) / 9007199254740992.0)
+        at += 2
+        for _axis in range(2):
+            blocks = shuffled([0, 1, 2])
+            perms.append([b * 3 + v for b in blocks for v in shuffled([0, 1, 2])])
+    # leave `rng` after exactly the outputs used: from its start state, skip them
+    rewound = np.random.MT19937()
+    rewound.state = {"bit_generator": name, "state": {"key": key, "pos": pos}}
+    rewound.random_raw(drawn - (len(raw) - at))
+    state = rewound.state["state"]
+    rng.set_state((name, state["key"], state["pos"], has_gauss, gauss))
+    digit_map = np.zeros((n, 10), np.int64)
+    digit_map[:, 1:] = np.array(digits, np.int64).reshape(n, 9)
+    p = np.array(perms, np.int64).reshape(n, 2, 9)
+    return SudokuAugBatch(torch.from_numpy(digit_map), torch.from_numpy(np.array(coins) < 0.5),
+                          torch.from_numpy(p[:, 0].copy()), torch.from_numpy(p[:, 1].copy()))
 
 
 def _read(path: Path, min_rating: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +117,7 @@ def _read(path: Path, min_rating: int | None) -> tuple[np.ndarray, np.ndarray]:
     return puzzles.numpy(), solutions.numpy()
 
 
-def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.random.Generator,
+def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.random.RandomState,
            desc: str) -> PuzzleSplit:
     n = puzzles.shape[0]
     per = 1 + num_aug
@@ -89,7 +147,7 @@ def _split(puzzles: np.ndarray, solutions: np.ndarray, num_aug: int, rng: np.ran
 
 def build_sudoku(cfg: SudokuBuildConfig) -> dict[str, int]:
     """Build `cfg.out/{train,test}` and `identifiers.json`; returns example counts per split."""
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.RandomState(cfg.seed)  # the original's legacy stream, here seeded
     puzzles, solutions = _read(cfg.train_csv, cfg.min_rating)
     if cfg.subsample is not None and cfg.subsample < len(puzzles):
         keep = rng.choice(len(puzzles), size=cfg.subsample, replace=False)

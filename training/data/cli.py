@@ -59,17 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, required=True, help="output dataset directory")
     m.add_argument("--seed", type=int, default=0, help="seeds the generated mazes")
 
-    a = sub.add_parser("arc", help="ARC task folders -> up to 1+K versions per task", formatter_class=_FMT)
-    a.add_argument("--subsets", type=Path, nargs="+", required=True, help="task folders or *_challenges.json "
-                   "files, relative to --source, e.g. arc-agi-1/training arc-agi-1/evaluation conceptarc")
-    a.add_argument("--test-set", type=Path, default=None, help="the subset whose test pairs are held out "
-                   "(e.g. arc-agi-1/evaluation); its tasks' copies in other subsets are dropped")
+    a = sub.add_parser("arc", help="ARC tasks -> up to 1+K versions per task, as the original builder",
+                       formatter_class=_FMT)
+    a.add_argument("--subsets", nargs="+", required=True, help="subset names with --input-file-prefix (as the "
+                   "original: training evaluation concept), else task folders or *_challenges.json files "
+                   "relative to --source")
+    a.add_argument("--input-file-prefix", type=Path, default=None, help="as the original: subset S is "
+                   "<prefix>_S_challenges.json, e.g. TinyRecursiveModels/kaggle/combined/arc-agi")
+    a.add_argument("--test-set", "--test-set-name", dest="test_set", default=None, help="the subset whose test "
+                   "pairs are held out (e.g. evaluation, or arc-agi-1/evaluation)")
     a.add_argument("--source", type=Path, default=Path("."), help="directory the subset paths are relative to")
-    a.add_argument("--out", type=Path, required=True, help="output dataset directory")
+    a.add_argument("--out", "--output-dir", dest="out", type=Path, required=True, help="output dataset directory")
     a.add_argument("--num-aug", type=int, default=1000, help="augmented versions per task (plus the original)")
     a.add_argument("--max-tasks", type=_optional_int, default=None, help="first N tasks of each subset (small runs)")
     a.add_argument("--no-translate", dest="translate", action="store_false",
                    help="keep every training example at canvas offset (0, 0)")
+    a.add_argument("--drop-overlap", action="store_true", help="drop tasks equal to a test-set task and later "
+                   "repeats of a task (the original keeps them; puzzle ids then differ from the original's)")
     a.add_argument("--seed", type=int, default=42, help="seeds shuffling, versions and translations "
                    "(42 as the original)")
 
@@ -90,10 +96,14 @@ def _run(args: argparse.Namespace) -> dict:
             out=args.out, train_csv=args.train, test_csv=args.test, generate=args.generate,
             num_train=args.num_train, num_test=args.num_test, seed=args.seed, aug=args.aug, size=args.size))
     if args.task == "arc":
-        subsets = tuple(args.source / p for p in args.subsets)
+        def subset(name: str) -> Path:
+            if args.input_file_prefix is not None:
+                return Path(f"{args.input_file_prefix}_{name}_challenges.json")
+            return args.source / name
         return build_arc(ArcBuildConfig(
-            out=args.out, subsets=subsets, test_set=args.source / args.test_set if args.test_set else None,
-            num_aug=args.num_aug, seed=args.seed, max_tasks=args.max_tasks, translate=args.translate))
+            out=args.out, subsets=tuple(subset(p) for p in args.subsets),
+            test_set=subset(args.test_set) if args.test_set else None, num_aug=args.num_aug, seed=args.seed,
+            max_tasks=args.max_tasks, translate=args.translate, drop_overlap=args.drop_overlap))
     return maze_gen.run(args)
 
 

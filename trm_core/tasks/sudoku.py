@@ -11,6 +11,7 @@ Not here: solving. The model solves; `verify` only checks an answer against the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
@@ -113,14 +114,22 @@ def encode_batch(grids: torch.Tensor) -> torch.Tensor:
     return grids.reshape(*grids.shape[:-2], SEQ_LEN) + 1
 
 
+@functools.lru_cache(maxsize=8)
+def _units_on(device: torch.device) -> torch.Tensor:
+    """`_UNITS` on `device`, copied once: a copy from pageable host memory would wait for the device
+    at every call (the service checks rows after every step)."""
+    return _UNITS.to(device)
+
+
 def is_solution_batch(puzzles: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
     """bool [N]: answer i is a complete, valid solution of puzzle i (digits [N, 81], 0 = blank).
 
-    The vectorised form of `verify(...) == []` for data files: givens kept, every row, column
-    and box holds 1-9 once.
+    The vectorised form of `verify(...) == []` for data files and for the service's verified
+    halting: givens kept, every row, column and box holds 1-9 once. Runs on the tensors' device.
     """
     a = answers.long()
-    units_ok = (a[:, _UNITS].sort(-1).values == torch.arange(1, SIZE + 1)).all(-1).all(-1)
+    digits = torch.arange(1, SIZE + 1, device=a.device)
+    units_ok = (a[:, _units_on(a.device)].sort(-1).values == digits).all(-1).all(-1)
     givens_kept = ((puzzles == 0) | (puzzles == answers)).all(-1)
     return units_ok & givens_kept
 

@@ -7,8 +7,7 @@ import time
 from fastapi import APIRouter
 
 from service.api.deps import ApiKeyDep, MetricsDep, RegistryDep
-from service.api.schemas import PROBLEM_RESPONSES
-from service.stats import ModelStats, StatsResponse
+from service.api.schemas import PROBLEM_RESPONSES, ModelStats, StatsResponse
 
 router = APIRouter(tags=["system"])
 

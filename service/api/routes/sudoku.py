@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from service.api.deps import ApiKeyDep, ArrivalDep, MetricsDep, ReadyDep, RegistryDep, SettingsDep
+from service.api.deps import ApiKeyDep, ArrivalDep, DisconnectedDep, ReadyDep, SolveContextDep
 from service.api.schemas import PROBLEM_RESPONSES, SudokuBatchResponse, SudokuSolveRequest, SudokuSolveResult
 from service.tasks.grid import SUDOKU, solve_grid
 
@@ -15,11 +15,11 @@ router = APIRouter(prefix="/v1/sudoku", tags=["sudoku"], dependencies=[ApiKeyDep
 
 @router.post("/solve", response_model=SudokuSolveResult | SudokuBatchResponse, response_model_exclude_none=True,
              responses=PROBLEM_RESPONSES)
-async def solve_sudoku(body: SudokuSolveRequest, registry: RegistryDep, settings: SettingsDep,
-                       metrics: MetricsDep, request: Request, t0: ArrivalDep) -> Any:
+async def solve_sudoku(body: SudokuSolveRequest, ctx: SolveContextDep, t0: ArrivalDep,
+                       disconnected: DisconnectedDep) -> Any:
     """Solve one Sudoku (`puzzle`) or a batch (`puzzles`, answered in order).
 
     A puzzle is an 81-character string ('.' or '0' blank) or 9 rows of 9 ints. The answer says
     whether it passed the rule check (`valid`, `violations`), the step it halted at and why.
     """
-    return await solve_grid(SUDOKU, body, body.puzzle, body.puzzles, registry, settings, metrics, request, t0)
+    return await solve_grid(ctx, SUDOKU, body.options(), body.items(), t0=t0, disconnected=disconnected)

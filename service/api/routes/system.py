@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 from service.api.deps import MetricsDep, RegistryDep
 from service.api.schemas import PROBLEM_RESPONSES, Health
 from service.metrics import CONTENT_TYPE_LATEST
-from service.tasks.submit import ServiceUnavailable
+from service.tasks.errors import ServiceUnavailable
 
 router = APIRouter(tags=["system"])
 

@@ -1,6 +1,8 @@
 // trm-serve page. Plain ES2020, no build step, no dependencies; talks to the public HTTP API only:
-// GET /v1/models (what is served, grid sizes), GET /openapi.json (which options the server takes),
-// POST /v1/<task>/solve with return_steps, GET /v1/stats (live panel).
+// GET /v1/models (what is served, grid sizes, each model card's recipe), GET /openapi.json (which options
+// the server takes), POST /v1/<task>/solve with return_steps, GET /v1/stats (live panel).
+// The options start from the chosen model's recipe when it has one (the API's own default is one view):
+// a newcomer's hard puzzle gets the model card's settings, and the request posts what the form shows.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -8,11 +10,14 @@ const ARC_PALETTE = ["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AA
   "#7FDBFF", "#870C25"];
 const ARC_NAMES = ["black", "blue", "red", "green", "yellow", "grey", "magenta", "orange", "sky", "maroon"];
 const TASKS = ["sudoku", "maze", "arc"];
+const API_DEFAULTS = {halting: "", max_steps: "", views: ""}; // empty fields: the server's defaults
 
 const state = {
   task: "sudoku",
   models: [],
   modelChoice: {}, // task -> chosen model name
+  shownModel: null, // the model whose options the form holds
+  formFor: {}, // model name -> the options the user left for it ({halting, max_steps, views} as typed)
   optionSchemas: {}, // task -> the solve request's JSON schema properties (from OpenAPI)
   sudoku: Array(81).fill(""), // one char per cell, "" blank
   sudokuFocus: 0,
@@ -426,7 +431,6 @@ function renderOptions() {
   $("#opt-max_steps").placeholder = chosen ? `${chosen.halt_max_steps} (model default)` : "";
   const verified = $('#opt-halting option[value="verified"]');
   verified.disabled = state.task === "arc";
-  if (verified.disabled && $("#opt-halting").value === "verified") $("#opt-halting").value = "";
   const views = (state.optionSchemas[state.task] || {}).views;
   $("#views-field").hidden = !views;
   if (views) { // the server's own schema of the option: its description, type and bounds
@@ -439,8 +443,56 @@ function renderOptions() {
     input.title = views.description || "";
     input.placeholder = views.default !== undefined && views.default !== null ? String(views.default) : "server default";
   }
+  if (chosen && chosen.name !== state.shownModel) { // a new model: its recipe, or what the user left for it
+    if (state.shownModel) state.formFor[state.shownModel] = formOptions();
+    setFormOptions(state.formFor[chosen.name] || recipeOptions(chosen) || API_DEFAULTS);
+    state.shownModel = chosen.name;
+  }
+  if (verified.disabled && $("#opt-halting").value === "verified") $("#opt-halting").value = "";
+  renderRecipe();
   $("#solve").disabled = !chosen;
   $("#status").textContent = chosen ? "" : `this server serves no ${state.task} model (TRM_MODELS)`;
+}
+
+// ---- the model card's recipe --------------------------------------------------------------------
+function formOptions() {
+  return {halting: $("#opt-halting").value, max_steps: $("#opt-max_steps").value.trim(),
+    views: $("#opt-views").value.trim()};
+}
+
+function setFormOptions(opts) {
+  $("#opt-halting").value = opts.halting;
+  $("#opt-max_steps").value = opts.max_steps;
+  $("#opt-views").value = opts.views;
+}
+
+function recipeOptions(model) {
+  const r = model && model.recipe;
+  return r ? {halting: r.halting, max_steps: String(r.max_steps), views: String(r.views)} : null;
+}
+
+function describeRecipe(r) {
+  const n = (k, word) => `${k} ${word}${k === 1 ? "" : "s"}`;
+  return `${n(r.views, "view")}, ${n(r.max_steps, "step")}, ${r.halting} halting`;
+}
+
+function renderRecipe() { // the line under the options: what the card recommends, and whether the form holds it
+  const model = chosenModel(state.task);
+  const recipe = recipeOptions(model);
+  $("#recipe").hidden = !recipe;
+  if (!recipe) return;
+  const now = formOptions();
+  const inUse = Object.keys(recipe).every((k) => now[k] === recipe[k]);
+  $("#recipe-text").textContent = `Model card recipe: ${describeRecipe(model.recipe)}`;
+  $("#recipe-state").textContent = inUse ? "(filled in below; the API's own default is 1 view)" : "(not in use)";
+  $("#recipe-toggle").textContent = inUse ? "reset to API defaults" : "use the recipe";
+  $("#recipe-toggle").dataset.action = inUse ? "reset" : "recipe";
+}
+
+function toggleRecipe() {
+  const model = chosenModel(state.task);
+  setFormOptions($("#recipe-toggle").dataset.action === "reset" ? API_DEFAULTS : recipeOptions(model));
+  renderRecipe();
 }
 
 function viewsValue() {
@@ -809,6 +861,13 @@ function selectTask(task, focus = false) {
   renderOptions();
 }
 
+function schemaProperties(schemas, schema) { // an object's properties, or those of each form of a oneOf
+  if (!schema) return {};
+  if (schema.properties) return schema.properties;
+  const forms = (schema.oneOf || schema.anyOf || []).map((f) => (f.$ref ? schemas[f.$ref.split("/").pop()] : f));
+  return Object.assign({}, ...forms.map((f) => schemaProperties(schemas, f)));
+}
+
 async function loadServerInfo() {
   const resp = await api("GET", "/v1/models");
   if (resp.status === 401) {
@@ -826,7 +885,7 @@ async function loadServerInfo() {
     const spec = await api("GET", "/openapi.json");
     const schemas = (spec.data && spec.data.components && spec.data.components.schemas) || {};
     for (const [task, name] of [["sudoku", "SudokuSolveRequest"], ["maze", "MazeSolveRequest"], ["arc", "ArcSolveRequest"]]) {
-      state.optionSchemas[task] = (schemas[name] && schemas[name].properties) || {};
+      state.optionSchemas[task] = schemaProperties(schemas, schemas[name]);
     }
   } catch (e) { /* no OpenAPI: only the options every server has */ }
   $("#problem").hidden = true;
@@ -879,6 +938,11 @@ function init() {
     if (ev.dataTransfer.files.length) loadArcFile(ev.dataTransfer.files[0]);
   });
   $("#arc-file").addEventListener("change", (ev) => { if (ev.target.files.length) loadArcFile(ev.target.files[0]); });
+  for (const id of ["#opt-halting", "#opt-max_steps", "#opt-views"]) {
+    $(id).addEventListener("input", renderRecipe);
+    $(id).addEventListener("change", renderRecipe);
+  }
+  $("#recipe-toggle").addEventListener("click", toggleRecipe);
   $("#opt-model").addEventListener("change", () => {
     state.modelChoice[state.task] = $("#opt-model").value;
     selectTask(state.task);

@@ -1,4 +1,4 @@
-"""Live numbers for people (the web page's panel, a quick `curl`): the last seconds of solve traffic.
+"""The last seconds of solve traffic, for people (GET /v1/stats, the web page's panel, a quick `curl`).
 
 Prometheus stays the source for dashboards and alerts; it answers "how fast over the last 5 minutes"
 with `rate()` and `histogram_quantile()` on the server side. A page has no PromQL, so this keeps a
@@ -15,7 +15,7 @@ from collections import deque
 
 from pydantic import BaseModel, Field
 
-__all__ = ["RecentRequests", "WindowStats", "ModelStats", "StatsResponse"]
+__all__ = ["RecentRequests", "WindowStats"]
 
 
 def _quantile(sorted_values: list[float], q: float) -> float | None:
@@ -71,23 +71,3 @@ class RecentRequests:
             window_s=self.window_s, requests=len(items), errors=sum(status >= 400 for _, status, _ in items),
             requests_per_s=len(items) / span if span > 0 else 0.0,
             latency_p50_s=_quantile(ok, 0.5), latency_p90_s=_quantile(ok, 0.9), latency_p99_s=_quantile(ok, 0.99))
-
-
-class ModelStats(BaseModel):
-    task: str
-    queue_depth: int = Field(description="rows waiting for a slot (trm_queue_depth)")
-    active_slots: int = Field(description="slots holding a running row (trm_active_slots)")
-    slots: int = Field(description="slots in the pool, the largest batch (trm_slots)")
-    steps: int = Field(description="ACT steps the pool has run since start")
-    mean_occupancy: float = Field(description="mean fraction of slots running per step since start")
-
-
-class StatsResponse(BaseModel):
-    """GET /v1/stats."""
-
-    uptime_s: float
-    queue_depth: int = Field(description="sum over models")
-    active_slots: int = Field(description="sum over models")
-    slots: int = Field(description="sum over models")
-    recent: WindowStats
-    models: dict[str, ModelStats]
