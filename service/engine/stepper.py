@@ -305,7 +305,7 @@ def prepare_model(model: TRM, dtype: torch.dtype | None = None) -> TRM:
 
     Only parameters are converted. Buffers (the puzzle table, H_init/L_init, the RoPE tables) are
     shared with `model`, not copied: the RoPE rotation is computed in float32, and adapted puzzle
-    rows installed into `model`'s table are served at once.
+    rows installed into `model`'s table are served once the copy follows it (`follow_puzzle_table`).
 
     Args:
         dtype: the parameters' serving dtype; default bfloat16 on CUDA, unchanged elsewhere (then
@@ -322,6 +322,20 @@ def prepare_model(model: TRM, dtype: torch.dtype | None = None) -> TRM:
         for p in model.parameters():
             memo[id(p)] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
     return copy.deepcopy(model, memo)
+
+
+def follow_puzzle_table(served: TRM, master: TRM) -> None:
+    """Point the served copy at the master's puzzle table after adapted rows were installed.
+
+    The first install replaces the master's table module (an extension table that holds the loaded
+    table by reference, so a paper-size table is never copied); the copy would keep reading the old
+    module. One attribute store: a step running meanwhile reads the old table or the new one, both
+    valid for the ids it was given. The table is read when rows are reset (eagerly, also with CUDA
+    graphs), so captured graphs need no re-capture.
+    """
+    if served is not master:
+        served.puzzle_emb = master.puzzle_emb
+        served.config = master.config
 
 
 def make_stepper(model: TRM, max_rows: int, *, cpu_chunk_rows: int = 0, cuda_graphs: bool = True) -> Stepper:

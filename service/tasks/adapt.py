@@ -38,6 +38,7 @@ from prometheus_client.core import GaugeMetricFamily
 from safetensors.torch import load_file, save_file
 
 from service.engine.device import side_stream
+from service.engine.stepper import follow_puzzle_table
 from service.metrics import Metrics
 from service.registry import ArcVersion, ModelRegistry, ServedModel
 from service.settings import Settings
@@ -191,6 +192,7 @@ class _ModelJobs:
             if fingerprint in served.arc_tasks:
                 return  # another job (or the cache) installed it already
             ids = install_rows(served.model, rows)
+            follow_puzzle_table(served.engine.runner.model, served.model)
             keep = self.owner.settings.arc_max_versions
             self.cached_results[fingerprint] = result
             versions_served = [ArcVersion(pid, aug) for pid, aug in zip(ids, versions, strict=True)]

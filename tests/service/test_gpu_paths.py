@@ -14,7 +14,14 @@ from service.engine.core import Engine
 from service.engine.device import is_cpu_fallback, on_device, side_stream, warn_cpu_fallback
 from service.engine.rulecheck import TaskRule, maze_rows, row_check_for, sudoku_rows
 from service.engine.scheduler import Request
-from service.engine.stepper import SELF_CHECK_TOLERANCE, BucketedStep, carry_rows, prepare_model, step_mismatch
+from service.engine.stepper import (
+    SELF_CHECK_TOLERANCE,
+    BucketedStep,
+    carry_rows,
+    follow_puzzle_table,
+    prepare_model,
+    step_mismatch,
+)
 from tests.conftest import tiny_model
 from tests.service.conftest import MAZE, make_settings, serve, sudoku_puzzles
 from trm_core.tasks import maze, sudoku
@@ -134,8 +141,12 @@ def test_bf16_serving_copy_leaves_the_master_in_float32():
     assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in served.parameters())
     # Buffers are shared: an adapted puzzle row installed into the master is served at once.
     assert served.puzzle_emb is master.puzzle_emb and served.H_init is master.H_init
-    ids = install_rows(master, torch.randn(2, master.config.puzzle_emb_ndim))
-    assert served.puzzle_emb.weights.shape[0] == ids[-1] + 1
+    new_rows = torch.randn(2, master.config.puzzle_emb_ndim)
+    ids = install_rows(master, new_rows)
+    follow_puzzle_table(served, master)
+    assert served.puzzle_emb is master.puzzle_emb and served.puzzle_emb.num_rows == ids[-1] + 1
+    got = served.puzzle_emb(torch.tensor(ids))
+    assert torch.equal(got, new_rows) and served.config.num_puzzle_identifiers == ids[-1] + 1
     # The copy computes the master's step up to bf16 rounding of the weights.
     carry = _carry(master, 4)
     with torch.inference_mode():
