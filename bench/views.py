@@ -9,6 +9,7 @@ and learned halting. Prints one JSON object:
 `early_exit_ratio` = mean row_steps per solved puzzle / (views x max_steps) (1.0 = no early exit).
 
     python bench/views.py --limit 100 --views 1,8,32,128,256
+    python bench/views.py --skip 44766 --limit 200 --views 1,128 --max-steps 16 --halting verified  # model card
     python bench/views.py --fairness     # 20 single-view requests beside one views=256 request
     python bench/views.py --staged-vs-all --limit 8 --views 128   # staged waves against all views at once
 
@@ -49,8 +50,8 @@ DEFAULT_MODEL = ROOT / "trm_core" / "pretrained" / "sudoku.safetensors"
 
 
 def run(model: Path, data: Path, limit: int, views_list: list[int], haltings: list[str], max_steps: int,
-        slots: int, max_view_rows: int) -> dict:
-    rows = read_puzzle_csv(data, limit=limit)
+        slots: int, max_view_rows: int, skip: int = 0) -> dict:
+    rows = read_puzzle_csv(data, limit=skip + limit)[skip:]
     puzzles = [sudoku.parse(r.question) for r in rows]
     answers = [sudoku.parse(r.answer) for r in rows]
     runs = []
@@ -78,7 +79,7 @@ def run(model: Path, data: Path, limit: int, views_list: list[int], haltings: li
             })
             print(json.dumps(runs[-1]), file=sys.stderr)
     return {"config": {"model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
-                       "data": data.name, "limit": limit, "max_steps": max_steps, "slots": slots,
+                       "data": data.name, "skip": skip, "limit": limit, "max_steps": max_steps, "slots": slots,
                        "max_view_rows": max_view_rows, "torch_threads": torch.get_num_threads()},
             "runs": runs}
 
@@ -172,7 +173,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--limit", type=int, default=100, help="first N puzzles of the file")
+    p.add_argument("--limit", type=int, default=100, help="first N puzzles of the file (after --skip)")
+    p.add_argument("--skip", type=int, default=0,
+                   help="skip the first N rows (44766: the model card's held-out slice, the last 1,000 rows)")
     p.add_argument("--views", default="1,8,32,128,256", help="comma-separated K values")
     p.add_argument("--halting", default="verified,learned", help="comma-separated halting modes")
     p.add_argument("--max-steps", type=int, default=8)
@@ -192,7 +195,7 @@ def main() -> None:
         print(json.dumps(fairness(args.model, args.data, args.slots, args.max_view_rows, args.max_steps), indent=2))
         return
     out = run(args.model, args.data, args.limit, [int(v) for v in args.views.split(",")],
-              args.halting.split(","), args.max_steps, args.slots, args.max_view_rows)
+              args.halting.split(","), args.max_steps, args.slots, args.max_view_rows, args.skip)
     print(json.dumps(out, indent=2))
 
 
