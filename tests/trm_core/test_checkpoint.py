@@ -97,6 +97,18 @@ def test_bad_files_give_one_line_errors(tmp_path):
         assert "\n" not in str(exc.value), name
 
 
+def assert_golden_first_step(path, name):
+    """Load a converted checkpoint and check its first step against the original's logits."""
+    model, meta = load_checkpoint(path)
+    golden = load_file(str(FIXTURES / f"{name}.golden.safetensors"))
+    b = golden["inputs"].shape[0]
+    carry = model.reset_rows(model.empty_carry(b), torch.ones(b, dtype=torch.bool), golden["inputs"],
+                             golden["puzzle_identifiers"])
+    _, out = model.step(carry)
+    torch.testing.assert_close(out.logits, golden["eval.step1.logits"], atol=1e-4, rtol=0)
+    return model, meta
+
+
 def _fixture_args(name):
     return [str(FIXTURES / f"{name}.checkpoint.pt"), "--config", str(FIXTURES / f"{name}.all_config.yaml"),
             "--dataset-json", str(FIXTURES / f"{name}.dataset.json")]
@@ -106,13 +118,7 @@ def _fixture_args(name):
 def test_convert_original_cli_matches_import(tmp_path, name, shared):
     out = tmp_path / f"{name}.safetensors"
     assert trm_main(["convert-original", *_fixture_args(name), "-o", str(out)]) == 0
-    loaded, meta = load_checkpoint(out)
-    golden = load_file(str(FIXTURES / f"{name}.golden.safetensors"))
-    B = golden["inputs"].shape[0]
-    carry = loaded.reset_rows(loaded.empty_carry(B), torch.ones(B, dtype=torch.bool), golden["inputs"],
-                              golden["puzzle_identifiers"])
-    carry, out_ = loaded.step(carry)
-    torch.testing.assert_close(out_.logits, golden["eval.step1.logits"], atol=1e-4, rtol=0)
+    _, meta = assert_golden_first_step(out, name)
     assert meta["train"]["source"].startswith("original")
 
 

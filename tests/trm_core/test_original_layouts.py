@@ -11,26 +11,19 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from trm_core import CheckpointFormatError, load_checkpoint
 from trm_core.cli import main as trm_main
 from trm_core.original import load_original_file
 
 from ..conftest import FIXTURES
+from .test_checkpoint import assert_golden_first_step
 
 NAME = "arc_att_rope"
 
 
 def _golden_step(path):
-    model, meta = load_checkpoint(path)
-    golden = load_file(str(FIXTURES / f"{NAME}.golden.safetensors"))
-    b = golden["inputs"].shape[0]
-    carry = model.reset_rows(model.empty_carry(b), torch.ones(b, dtype=torch.bool), golden["inputs"],
-                             golden["puzzle_identifiers"])
-    _, out = model.step(carry)
-    torch.testing.assert_close(out.logits, golden["eval.step1.logits"], atol=1e-4, rtol=0)
-    return model, meta
+    return assert_golden_first_step(path, NAME)
 
 
 def _run_dir(tmp_path, state, step_name="step_518071"):
