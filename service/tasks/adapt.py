@@ -132,7 +132,6 @@ class _ModelJobs:
         self.install_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.durations: deque[float] = deque(maxlen=16)
-        self.sha256: str | None = None
         self.cached_results: dict[str, dict[str, Any]] = {}  # fingerprint -> job result of an installed task
         self.records = JobRecords(self._dir())
 
@@ -204,9 +203,11 @@ class _ModelJobs:
         return None if root is None else Path(root) / self.served.name
 
     def _sha(self) -> str:
-        if self.sha256 is None:
-            self.sha256 = file_sha256(self.served.path)
-        return self.sha256
+        """The served weights' checkpoint hash: the registry's (it follows reloads), hashed here only when
+        the model was loaded without one."""
+        if self.served.sha256 is None:
+            self.served.sha256 = file_sha256(self.served.path)
+        return self.served.sha256
 
     def save(self, fingerprint: str, rows: torch.Tensor, versions: list[ArcAug], result: dict[str, Any]) -> None:
         folder = self._dir()
