@@ -26,6 +26,7 @@ from trm_core import save_checkpoint
 
 CHROMIUM = os.environ.get("TRM_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 BUNDLED_SUDOKU = Path(__file__).resolve().parents[2] / "trm_core" / "pretrained" / "sudoku.safetensors"
+BUNDLED_RECIPE = {"views": 128, "max_steps": 16, "halting": "verified"}  # trm_core/pretrained/sudoku.md
 CARD_RECIPE = {"views": 4, "max_steps": 3, "halting": "verified"}  # of the served model "sudoku-card"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

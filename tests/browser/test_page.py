@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser.conftest import CARD_RECIPE
+from tests.browser.conftest import BUNDLED_RECIPE, CARD_RECIPE
 from tests.service.conftest import small_arc_tasks, sudoku_puzzles
 
 ARC_RGB = {0: "rgb(0, 0, 0)", 1: "rgb(0, 116, 217)", 2: "rgb(255, 65, 54)", 3: "rgb(46, 204, 64)",
@@ -45,6 +45,7 @@ def test_sudoku_type_paste_solve_and_replay(page, server):
     page.fill("#sudoku-string", puzzle)
     page.click("#sudoku-load")
     assert "".join(c or "." for c in sudoku_cells(page)) == puzzle
+    page.click("#recipe-toggle")  # the bundled model's card recipe -> the API's defaults, compared below
     page.select_option("#opt-halting", "fixed")
     page.fill("#opt-max_steps", "5")
     page.click("#solve")
@@ -191,7 +192,10 @@ def test_a_model_with_a_recipe_prefills_the_options_and_the_request_posts_them(p
     bodies = _posted_bodies(page)
     recipe = {k: str(v) for k, v in CARD_RECIPE.items()}
     api_defaults = {"halting": "", "max_steps": "", "views": ""}
-    assert _options(page) == api_defaults and page.is_hidden("#recipe")  # the bundled model: no recipe
+    # the bundled model's card recipe is what a newcomer starts from
+    bundled = {k: str(v) for k, v in BUNDLED_RECIPE.items()}
+    assert _options(page) == bundled and page.is_visible("#recipe")
+    assert page.text_content("#recipe-text") == "Model card recipe: 128 views, 16 steps, verified halting"
     page.select_option("#opt-model", "sudoku-card")
     assert _options(page) == recipe
     assert page.is_visible("#recipe")
@@ -212,7 +216,7 @@ def test_a_model_with_a_recipe_prefills_the_options_and_the_request_posts_them(p
     assert bodies[-1]["views"] == 2 and bodies[-1]["max_steps"] == 3
     # another model and back: each keeps its own options
     page.select_option("#opt-model", "sudoku")
-    assert _options(page) == api_defaults and page.is_hidden("#recipe")
+    assert _options(page) == bundled and page.is_visible("#recipe")
     page.select_option("#opt-model", "sudoku-card")
     assert _options(page) == {**recipe, "views": "2"}
     page.click("#recipe-toggle")  # use the recipe

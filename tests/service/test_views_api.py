@@ -94,16 +94,21 @@ async def test_a_group_larger_than_the_queue_is_refused_up_front(hard):
 @pytest.mark.parametrize("anyio_backend", [None])  # a plain (sync) test in an anyio-marked module
 def test_trm_solve_exit_codes_and_json_lines(anyio_backend, hard, tmp_path, capsys):
     solved, unsolved = hard[SOLVED_AS_POSTED].question, hard[UNSOLVED_AS_POSTED].question
-    assert solve_main(["sudoku", solved, "--model", str(BUNDLED), "--max-steps", "8", "-q"]) == 0
+    # --no-recipe: one view, as the HTTP API defaults (the bundled file's recipe asks for 128 views)
+    plain = ["--model", str(BUNDLED), "--max-steps", "8", "--no-recipe"]
+    assert solve_main(["sudoku", solved, *plain, "-q"]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["valid"] and line["index"] == 0 and line["solution"] == sudoku.parse(hard[SOLVED_AS_POSTED].answer)
-    assert solve_main(["sudoku", unsolved, "--model", str(BUNDLED), "--max-steps", "8", "-q"]) == 1
-    assert solve_main(["sudoku", unsolved, "--model", str(BUNDLED), "--max-steps", "8", "--views", "8", "-q"]) == 0
-    capsys.readouterr()
+    assert solve_main(["sudoku", unsolved, *plain, "-q"]) == 1
+    assert solve_main(["sudoku", unsolved, *plain, "--views", "8", "-q"]) == 0
+    # with no flags the bundled recipe (views 128, 16 steps, verified) solves the puzzle one view cannot
+    assert solve_main(["sudoku", unsolved, "--model", str(BUNDLED), "-q"]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert line["valid"] and line["views"] > 1, line
     puzzles = tmp_path / "two.txt"
     puzzles.write_text(f"{solved}\n{unsolved}\n")
     out = tmp_path / "out.jsonl"
-    assert solve_main(["sudoku", str(puzzles), "--model", str(BUNDLED), "--max-steps", "8", "-o", str(out)]) == 1
+    assert solve_main(["sudoku", str(puzzles), *plain, "-o", str(out)]) == 1
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["index"] for x in lines] == [0, 1] and [x["valid"] for x in lines] == [True, False]
     assert solve_main(["sudoku", "12345", "--model", str(BUNDLED)]) == 2
