@@ -138,6 +138,6 @@ async def serve(settings: Settings) -> AsyncIterator[tuple[object, httpx.AsyncCl
             yield app, client
 
 
-async def wait_for(worker, predicate, timeout_s: float = 10.0) -> None:
+async def wait_for(worker, predicate, timeout_s: float = 60.0) -> None:
     """Block (off the loop) until the worker's stats satisfy `predicate`; fail the test otherwise."""
     assert await asyncio.to_thread(worker.wait_until, predicate, timeout_s), "condition not reached in time"

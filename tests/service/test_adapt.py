@@ -20,7 +20,7 @@ def unseen_tasks(n: int) -> list[dict]:
     return list(small_arc_tasks(2 + n).values())[2:]
 
 
-async def wait_state(client, job_id: str, states: set[str], timeout_s: float = 60.0) -> dict:
+async def wait_state(client, job_id: str, states: set[str], timeout_s: float = 300.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
         body = (await client.get(f"/v1/arc/tasks/{job_id}")).json()
@@ -144,7 +144,7 @@ async def test_job_records_survive_a_restart_with_adapt_dir(checkpoints, tmp_pat
         failed = (await client.get("/v1/arc/tasks/crashed")).json()
         assert failed["state"] == "failed" and "stopped while this job was running" in failed["error"]
         for w in waiting:
-            finished = await wait_state(client, w["id"], {"succeeded", "failed", "cancelled"}, timeout_s=120)
+            finished = await wait_state(client, w["id"], {"succeeded", "failed", "cancelled"}, timeout_s=300)
             assert finished["state"] == "succeeded", finished
             solved = await client.post("/v1/arc/solve", json={"task": later[waiting.index(w)], "max_steps": 1})
             assert solved.status_code == 200, solved.text

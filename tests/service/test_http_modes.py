@@ -21,7 +21,9 @@ async def test_request_batching_admits_nobody_until_the_batch_ends(checkpoints, 
     """A long request runs; a one-step request arrives. Continuous batching lets it join at the next step
     and it finishes first; request-level batching makes it wait for the running batch to end."""
     long_p, short_p = sudoku_puzzles(2)
-    async with serve(make_settings(checkpoints, names=("sudoku",), batching=batching)) as (app, client):
+    # a generous deadline: 3,000 steps must never be refused by deadline admission on a loaded machine
+    async with serve(make_settings(checkpoints, names=("sudoku",), batching=batching,
+                                   request_timeout_s=600.0)) as (app, client):
         served = app.state.registry.models["sudoku"]
         assert served.scheduler.batching == batching
         long_task = asyncio.create_task(client.post("/v1/sudoku/solve", json={
