@@ -94,6 +94,12 @@ class Job:
     def is_finished(self) -> bool:
         return self.state in (SUCCEEDED, FAILED, CANCELLED)
 
+    def finish(self, state: JobState, error: str | None = None) -> None:
+        """Stamp `finished` before the state changes: readers (the GET route, expiry) take no job
+        thread lock, and a finished state seen without its time once made expiry drop the job."""
+        self.finished, self.error = time.time(), error
+        self.state = state
+
     def to_json(self) -> dict[str, Any]:
         p = self.progress
         out: dict[str, Any] = {
@@ -161,24 +167,25 @@ class _ModelJobs:
         from training.adapt import adapt_task
 
         served = self.served
+        state, error = FAILED, None
         try:
             with side_stream(served.model.device):  # CUDA: not on the serving steps' stream
                 res = adapt_task(served.model, job.task, job.config,
                                  progress=lambda p: setattr(job, "progress", p),
                                  should_stop=lambda: job.cancel_requested or self.owner.is_closed)
             if res.stopped == "cancelled":
-                job.state = CANCELLED
+                state = CANCELLED
             else:
                 job.result = _result_json(res)
                 self.install(job.fingerprint, res.rows, res.versions, job.result)
                 self.save(job.fingerprint, res.rows, res.versions, job.result)
-                job.state = SUCCEEDED
+                state = SUCCEEDED
                 self.durations.append(res.seconds)
                 self.owner.observe_result(served.name, res)
         except Exception as e:  # a bad job must never take the thread down
             logger.exception("model %s: adaptation job %s failed", served.name, job.id)
-            job.state, job.error = FAILED, f"{type(e).__name__}: {e}"
-        job.finished = time.time()
+            state, error = FAILED, f"{type(e).__name__}: {e}"
+        job.finish(state, error)
         self.owner.on_state(job)
 
     # ---- rows ----------------------------------------------------------------------------------
@@ -326,8 +333,7 @@ class AdaptJobs:
         for mj in self.models.values():
             with mj.cond:
                 while mj.queue:
-                    job = mj.queue.popleft()
-                    job.state, job.finished = CANCELLED, time.time()
+                    mj.queue.popleft().finish(CANCELLED)
                 mj.cond.notify_all()
         deadline = time.monotonic() + timeout_s
         for mj in self.models.values():
@@ -337,7 +343,8 @@ class AdaptJobs:
     # ---- jobs ----------------------------------------------------------------------------------
     def _expire(self) -> None:
         horizon = time.time() - self.settings.adapt_ttl_s
-        for job_id in [j.id for j in self.jobs.values() if j.is_finished and (j.finished or 0) < horizon]:
+        for job_id in [j.id for j in self.jobs.values()
+                       if j.is_finished and j.finished is not None and j.finished < horizon]:
             job = self.jobs.pop(job_id)
             if job.model in self.models:
                 self.models[job.model].records.delete(job_id)
@@ -361,7 +368,8 @@ class AdaptJobs:
                     return job, False
             job = Job(uuid.uuid4().hex, served.name, fp, task, cfg)
             if fp in served.arc_tasks:
-                job.state, job.cached, job.started, job.finished = SUCCEEDED, True, job.created, job.created
+                job.cached, job.started, job.finished = True, job.created, job.created
+                job.state = SUCCEEDED
                 job.result = mj.cached_results.get(fp)  # None for a task the checkpoint was trained on
                 self.jobs[job.id] = job
                 mj.records.save(job)
@@ -396,7 +404,7 @@ class AdaptJobs:
             with mj.cond:
                 if job.state == QUEUED:
                     mj.queue.remove(job)
-                    job.state, job.finished = CANCELLED, time.time()
+                    job.finish(CANCELLED)
                     self.on_state(job)
                 elif job.state == RUNNING:
                     job.cancel_requested = True

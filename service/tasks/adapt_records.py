@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,5 +100,5 @@ def from_record(record: dict[str, Any], job_class: type[Job], config_class: type
         result=record["result"], error=record["error"], cached=record["cached"],
         progress=progress_class(**progress) if progress is not None else None)
     if job.state == "running":
-        job.state, job.error, job.finished = "failed", INTERRUPTED, time.time()
+        job.finish("failed", INTERRUPTED)
     return job

@@ -71,6 +71,22 @@ async def test_budget_is_capped_by_the_server(checkpoints):
         assert done["state"] == "succeeded" and done["stopped"] == "time" and 1 <= done["steps"] < 100_000
 
 
+async def test_a_job_seen_between_its_state_and_its_finish_time_is_not_expired(checkpoints):
+    """Expiry reads jobs without the job thread's lock: a finished state whose time is not stamped yet
+    (the window a loaded machine once hit, answering 404 for a job that had just succeeded) must not
+    count as finished at time 0."""
+    task = unseen_tasks(1)[0]
+    async with serve(make_settings(checkpoints, names=("arc",), **FAST)) as (app, client):
+        job = (await client.post("/v1/arc/tasks", json={"task": task})).json()
+        done = await wait_state(client, job["id"], {"succeeded", "failed"})
+        record = app.state.adapt.jobs[job["id"]]
+        record.finished = None  # the state is already "succeeded": the window, held open
+        again = await client.get(f"/v1/arc/tasks/{job['id']}")
+        assert again.status_code == 200 and again.json()["state"] == done["state"]
+        record.finish(record.state)
+        assert record.finished is not None and (await client.get(f"/v1/arc/tasks/{job['id']}")).status_code == 200
+
+
 async def test_cancel_running_and_queued_jobs_and_queue_full(checkpoints):
     a, b, c = unseen_tasks(3)
     slow = dict(FAST, adapt_max_steps=100_000, adapt_max_s=120.0, adapt_queue=1)
