@@ -88,14 +88,14 @@ def run_scheduler(model: TRM, workload: list, batching: str, slots: int, max_wai
 
     worker.start()
     t0 = time.monotonic()
-    at_once = all(offset == 0.0 for offset, _, _ in workload)
-    if at_once:  # --rate 0: everything arrives in one submit, so both modes start from the same queue
+    if all(offset == 0.0 for offset, _, _ in workload):  # --rate 0: one submit, both modes start from one queue
         worker.submit([request(i, budget, tokens) for i, (_, budget, tokens) in enumerate(workload)])
-    for i, (offset, budget, tokens) in enumerate([] if at_once else workload):
-        wait = t0 + offset - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)  # open-loop arrivals: a benchmark pacing real time, not synchronisation
-        worker.submit([request(i, budget, tokens)])
+    else:
+        for i, (offset, budget, tokens) in enumerate(workload):
+            wait = t0 + offset - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)  # open-loop arrivals: a benchmark pacing real time, not synchronisation
+            worker.submit([request(i, budget, tokens)])
     done.wait()
     elapsed = time.monotonic() - t0
     stats = scheduler.stats()

@@ -368,8 +368,7 @@ class AdaptJobs:
                     return job, False
             job = Job(uuid.uuid4().hex, served.name, fp, task, cfg)
             if fp in served.arc_tasks:
-                job.cached, job.started, job.finished = True, job.created, job.created
-                job.state = SUCCEEDED
+                job.state, job.cached, job.started, job.finished = SUCCEEDED, True, job.created, job.created
                 job.result = mj.cached_results.get(fp)  # None for a task the checkpoint was trained on
                 self.jobs[job.id] = job
                 mj.records.save(job)
