@@ -5,6 +5,7 @@ import pytest
 
 from training.data.maze_gen import MazeGenConfig, generate_split
 from trm_core.tasks import TaskInputError, maze
+from trm_core.tasks.augment import dihedral_rows
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +176,27 @@ def test_malformed_mazes_name_the_problem(obj, loc, message):
         maze.parse(obj)
     assert exc.value.loc == loc
     assert message in str(exc.value)
+
+
+OPEN_3X3 = ["S  ", "   ", "  G"]  # six shortest routes, and the same maze under a transpose
+
+
+def test_canonical_route_is_a_function_of_the_maze_as_seen():
+    """From G it steps to the first neighbour (up, down, left, right) one move closer to S, so a maze
+    that looks the same turned gets the same route, where the search-order route does not."""
+    assert maze.canonical_shortest_path(OPEN_3X3) == [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2)]
+    turned = dihedral_rows(OPEN_3X3, 6)  # the transpose: the same grid
+    assert turned == OPEN_3X3
+    bfs_turned = [(c, r) for r, c in maze.shortest_path(OPEN_3X3)]
+    assert bfs_turned != maze.shortest_path(turned)  # the search-order route, turned, is another route
+    assert maze.canonical_shortest_path(_set(_set(OPEN_3X3, 1, 2, maze.WALL), 2, 1, maze.WALL)) is None
+
+
+def test_canonical_route_is_shortest_on_real_mazes(mazes):
+    differs = 0
+    for puzzle, _ in mazes:
+        route = maze.canonical_shortest_path(puzzle)
+        answer = maze.mark_path(puzzle, route)
+        assert maze.verify(puzzle, answer) == [] and maze.is_shortest(puzzle, answer)
+        differs += route != maze.shortest_path(puzzle)
+    assert differs  # a real choice among several shortest routes, not the search order again

@@ -119,6 +119,27 @@ def test_maze_build_from_csv_matches_and_test_has_no_training_maze(maze_build, t
     assert not train_q & {bytes(x) for x in load_split(tmp_path, "test").inputs}
 
 
+def test_maze_build_canonical_labels_are_a_function_of_the_input(tmp_path):
+    """A maze that looks the same under a transpose gets two different labels from the CSV's route
+    turned with it (a choice the model cannot see), and one label with `canonical`."""
+    grid = ["S   ", "    ", "    ", "   G"]
+    route = maze.shortest_path(grid)
+    (tmp_path / "m.csv").write_text("source,question,answer,rating\n"
+                                    f"hand,{''.join(grid)},{''.join(maze.mark_path(grid, route))},6\n")
+    labels = {}
+    for canonical in (False, True):
+        out = tmp_path / str(canonical)
+        build_maze(MazeBuildConfig(out=out, train_csv=tmp_path / "m.csv", test_csv=tmp_path / "m.csv",
+                                   canonical=canonical))
+        train = load_split(out, "train")
+        assert train.meta["labels"] == ("canonical" if canonical else "csv")
+        assert (train.inputs[0] == train.inputs[6]).all()  # transform 6 is the transpose: the same input
+        for x, y in zip(train.inputs, train.labels, strict=True):
+            assert maze.verify(maze.decode(x), maze.decode(y)) == [] and maze.is_shortest(maze.decode(x), maze.decode(y))
+        labels[canonical] = (train.labels[0] == train.labels[6]).all()
+    assert labels == {False: False, True: True}
+
+
 def test_maze_build_refuses_a_non_shortest_answer(maze_build, tmp_path):
     cfg, _ = maze_build
     lines = (cfg.out / "raw" / "train.csv").read_text().splitlines()

@@ -39,6 +39,7 @@ class MazeBuildConfig:
     num_test: int = 1000
     seed: int = 0
     aug: bool = True  # 8 dihedral transforms per training maze
+    canonical: bool = False  # label each maze as seen with maze.canonical_shortest_path (not the CSV's route)
     size: int = 30  # generated maze side
 
 
@@ -62,15 +63,19 @@ def read_maze_csv(path: Path) -> tuple[list[list[str]], list[list[str]]]:
     return puzzles, answers
 
 
-def _split(puzzles: list[list[str]], answers: list[list[str]], aug: bool) -> PuzzleSplit:
+def _split(puzzles: list[list[str]], answers: list[list[str]], aug: bool, canonical: bool = False) -> PuzzleSplit:
+    """With `canonical`, each maze as seen (each transform) is labelled with its canonical route, so
+    the label is a function of the input; otherwise the CSV's route, transformed with the maze."""
     height, width = len(puzzles[0]), len(puzzles[0][0])
     # a non-square maze keeps its shape only under identity, 180-degree turn and the two flips
     ks = (range(8) if height == width else (0, 2, 4, 5)) if aug else range(1)
     inputs, labels = [], []
     for p, a in zip(puzzles, answers, strict=True):
         for k in ks:
-            inputs.append(maze.encode(dihedral_rows(p, k)))
-            labels.append(maze.encode(dihedral_rows(a, k)))
+            seen = dihedral_rows(p, k)
+            label = maze.mark_path(seen, maze.canonical_shortest_path(seen)) if canonical else dihedral_rows(a, k)
+            inputs.append(maze.encode(seen))
+            labels.append(maze.encode(label))
     n = len(inputs)
     per = len(ks)
     meta = {"vocab_size": maze.VOCAB_SIZE, "seq_len": height * width, "num_puzzle_identifiers": 1,
@@ -96,11 +101,13 @@ def build_maze(cfg: MazeBuildConfig) -> dict[str, int]:
         raise ValueError("give both --train and --test CSVs, or --generate")
     else:
         train_csv, test_csv = cfg.train_csv, cfg.test_csv
-    train = _split(*read_maze_csv(train_csv), cfg.aug)
-    test = _split(*read_maze_csv(test_csv), False)
+    train = _split(*read_maze_csv(train_csv), cfg.aug, cfg.canonical)
+    test = _split(*read_maze_csv(test_csv), False, cfg.canonical)
     for split in (train, test):
         split.meta.update(source_train=str(train_csv), source_test=str(test_csv), seed=cfg.seed)
     train.meta["aug"] = cfg.aug
+    for split in (train, test):
+        split.meta["labels"] = "canonical" if cfg.canonical else "csv"
     save_split(cfg.out, "train", train)
     save_split(cfg.out, "test", test)
     save_identifiers(cfg.out, ["<blank>"])

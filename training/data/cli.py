@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num-test", type=int, default=1000, help="generated test mazes")
     m.add_argument("--size", type=int, default=30, help="generated maze side")
     m.add_argument("--no-aug", dest="aug", action="store_false", help="skip the 8 dihedral transforms")
+    m.add_argument("--canonical", action="store_true", help="label each maze as seen (each transform) with "
+                   "its canonical shortest route (trm_core.tasks.maze.canonical_shortest_path) instead of the "
+                   "CSV's route turned with it: a maze has several shortest routes, and only a label that is a "
+                   "function of the input can be learned")
     m.add_argument("--out", type=Path, required=True, help="output dataset directory")
     m.add_argument("--seed", type=int, default=0, help="seeds the generated mazes")
 
@@ -94,7 +98,8 @@ def _run(args: argparse.Namespace) -> dict:
             raise ValueError("give --train and --test CSVs, or --generate")
         return build_maze(MazeBuildConfig(
             out=args.out, train_csv=args.train, test_csv=args.test, generate=args.generate,
-            num_train=args.num_train, num_test=args.num_test, seed=args.seed, aug=args.aug, size=args.size))
+            num_train=args.num_train, num_test=args.num_test, seed=args.seed, aug=args.aug, size=args.size,
+            canonical=args.canonical))
     if args.task == "arc":
         def subset(name: str) -> Path:
             if args.input_file_prefix is not None:

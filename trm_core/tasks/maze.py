@@ -184,6 +184,35 @@ def shortest_path(puzzle: Grid) -> list[Cell] | None:
     return None
 
 
+def canonical_shortest_path(puzzle: Grid) -> list[Cell] | None:
+    """The shortest S->G route a model can learn to name: a function of the maze as it is seen.
+
+    Most mazes have several shortest routes. `shortest_path` picks one by its search order, and a
+    rotated or mirrored copy of the maze gets that route rotated with it, which is not the route the
+    same rule picks on the copy: trained on such labels a model is asked for an arbitrary choice it
+    cannot see, and learns a blend of routes that is no route at all. Here the choice is local and
+    follows the grid as given: from G, step to the first neighbour (up, down, left, right) that is
+    one move closer to S, until S. S and G included; None when G cannot be reached.
+    """
+    height, width = len(puzzle), len(puzzle[0])
+    (start,), (goal,) = find_cells(puzzle, START), find_cells(puzzle, GOAL)
+    dist: dict[Cell, int] = {start: 0}
+    queue = deque([start])
+    while queue:
+        cell = queue.popleft()
+        for nb in _neighbours(*cell, height, width):
+            if nb not in dist and puzzle[nb[0]][nb[1]] != WALL:
+                dist[nb] = dist[cell] + 1
+                queue.append(nb)
+    if goal not in dist:
+        return None
+    path = [goal]
+    while path[-1] != start:
+        here = dist[path[-1]]
+        path.append(next(nb for nb in _neighbours(*path[-1], height, width) if dist.get(nb) == here - 1))
+    return path[::-1]
+
+
 def shortest_path_length(puzzle: Grid) -> int | None:
     """Number of moves of a shortest S->G route (the path then marks `moves - 1` cells 'o');
     None when G cannot be reached."""
