@@ -149,8 +149,9 @@ async def test_sigterm_drain_finishes_short_rows_answers_the_rest_503_and_never_
 
     Deterministic by construction: every short row is in the engine before the drain starts (at most
     two running, two waiting; a loaded machine may finish some before the last one arrives, so the
-    test waits for all six, not for a queue shape), and the drain's budget is derived from the step time measured just before: the
-    short rows' 8 steps (2 waves of 4) get 50 times what they took, and at least 4 s."""
+    test waits for all six, not for a queue shape), and the drain's budget is derived from the step
+    time measured just before: the short rows' 8 steps (2 waves of 4) get 50 times what they took,
+    and at least 4 s."""
     puzzles = sudoku_puzzles(6)
     rows_budget_s = max(4.0, 50 * 8 * _step_s(4))
     reserve_s = 1.5  # DrainPlan keeps min(1.5 s, a quarter of the total) for answers and the server's close

@@ -104,10 +104,9 @@ def build_maze(cfg: MazeBuildConfig) -> dict[str, int]:
     train = _split(*read_maze_csv(train_csv), cfg.aug, cfg.canonical)
     test = _split(*read_maze_csv(test_csv), False, cfg.canonical)
     for split in (train, test):
-        split.meta.update(source_train=str(train_csv), source_test=str(test_csv), seed=cfg.seed)
+        split.meta.update(source_train=str(train_csv), source_test=str(test_csv), seed=cfg.seed,
+                          labels="canonical" if cfg.canonical else "csv")
     train.meta["aug"] = cfg.aug
-    for split in (train, test):
-        split.meta["labels"] = "canonical" if cfg.canonical else "csv"
     save_split(cfg.out, "train", train)
     save_split(cfg.out, "test", test)
     save_identifiers(cfg.out, ["<blank>"])

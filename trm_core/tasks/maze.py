@@ -160,28 +160,39 @@ def _neighbours(r: int, c: int, height: int, width: int):
         yield r, c + 1
 
 
+def _search(puzzle: Grid) -> tuple[Cell, Cell, dict[Cell, Cell | None], dict[Cell, int]]:
+    """Breadth-first search from S through non-wall cells, neighbours in the fixed order (up, down,
+    left, right), stopped once G is dequeued: (start, goal, parent, distance). Every cell closer to S
+    than G is in both maps by then; G is missing from them when it cannot be reached."""
+    height, width = len(puzzle), len(puzzle[0])
+    (start,), (goal,) = find_cells(puzzle, START), find_cells(puzzle, GOAL)
+    parent: dict[Cell, Cell | None] = {start: None}
+    dist = {start: 0}
+    queue = deque([start])
+    while queue:
+        cell = queue.popleft()
+        if cell == goal:
+            break
+        for nb in _neighbours(*cell, height, width):
+            if nb not in parent and puzzle[nb[0]][nb[1]] != WALL:
+                parent[nb], dist[nb] = cell, dist[cell] + 1
+                queue.append(nb)
+    return start, goal, parent, dist
+
+
 def shortest_path(puzzle: Grid) -> list[Cell] | None:
     """One shortest S->G route through non-wall cells (breadth-first search), S and G included.
 
     None when G cannot be reached. Ties are broken by the fixed neighbour order (up, down,
     left, right), so the result is deterministic.
     """
-    height, width = len(puzzle), len(puzzle[0])
-    (start,), (goal,) = find_cells(puzzle, START), find_cells(puzzle, GOAL)
-    parent: dict[Cell, Cell | None] = {start: None}
-    queue = deque([start])
-    while queue:
-        cell = queue.popleft()
-        if cell == goal:
-            path = [cell]
-            while parent[path[-1]] is not None:
-                path.append(parent[path[-1]])  # type: ignore[arg-type]
-            return path[::-1]
-        for nb in _neighbours(*cell, height, width):
-            if nb not in parent and puzzle[nb[0]][nb[1]] != WALL:
-                parent[nb] = cell
-                queue.append(nb)
-    return None
+    _, goal, parent, _ = _search(puzzle)
+    if goal not in parent:
+        return None
+    path = [goal]
+    while parent[path[-1]] is not None:
+        path.append(parent[path[-1]])  # type: ignore[arg-type]
+    return path[::-1]
 
 
 def canonical_shortest_path(puzzle: Grid) -> list[Cell] | None:
@@ -194,18 +205,10 @@ def canonical_shortest_path(puzzle: Grid) -> list[Cell] | None:
     follows the grid as given: from G, step to the first neighbour (up, down, left, right) that is
     one move closer to S, until S. S and G included; None when G cannot be reached.
     """
-    height, width = len(puzzle), len(puzzle[0])
-    (start,), (goal,) = find_cells(puzzle, START), find_cells(puzzle, GOAL)
-    dist: dict[Cell, int] = {start: 0}
-    queue = deque([start])
-    while queue:
-        cell = queue.popleft()
-        for nb in _neighbours(*cell, height, width):
-            if nb not in dist and puzzle[nb[0]][nb[1]] != WALL:
-                dist[nb] = dist[cell] + 1
-                queue.append(nb)
+    start, goal, _, dist = _search(puzzle)
     if goal not in dist:
         return None
+    height, width = len(puzzle), len(puzzle[0])
     path = [goal]
     while path[-1] != start:
         here = dist[path[-1]]
