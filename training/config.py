@@ -111,6 +111,9 @@ class DataConfig(_Section):
     reveal_start: Float = 0.0
     reveal_end: Float = 0.0
     curriculum_steps: Int = 0
+    # each drawn example reveals its own fraction, uniform in [0, 2 x the curriculum's value] (same mean):
+    # the batch then mixes puzzles as posted with easier ones instead of holding one difficulty
+    reveal_uniform: Bool = False
     eval_reveal: Float = -1.0  # fraction revealed at evaluation; -1 = the curriculum's value at that step
 
 

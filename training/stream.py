@@ -12,7 +12,9 @@ Curriculum (Sudoku and Maze, `data.reveal_*`): a fraction of the cells the model
 copied from the answer into the input, annealed from reveal_start to reveal_end; the puzzles stay
 real, only easier early on. Sudoku: blanks get their digit. Maze: cells of the shortest path get
 'o' (the codec accepts 'o' in a puzzle), so the model first learns to join the revealed dots and
-then, as the fraction falls, to find the path alone.
+then, as the fraction falls, to find the path alone. With `data.reveal_uniform` each example draws
+its own fraction, uniform in [0, 2 x the curriculum's value], so one batch mixes puzzles as posted
+with easier ones at the same mean.
 Augmentation (`data.augment`): an example is transformed with its own seeded RNG as it is drawn.
 """
 
@@ -57,12 +59,13 @@ class SlotStream:
     """Deterministic per-slot draws over an endless sequence of epochs (see module NOTE)."""
 
     def __init__(self, data: Examples, global_batch_size: int, slots: range, seed: int,
-                 augment: Augment | None = None) -> None:
+                 augment: Augment | None = None, reveal_uniform: bool = False) -> None:
         self.data = data
         self.global_batch_size = global_batch_size
         self.slots = slots  # the global slot indices this rank owns, in local-row order
         self.seed = seed
         self.augment = augment
+        self.reveal_uniform = reveal_uniform  # per-example fraction uniform in [0, 2 x reveal]
         self.draws = np.zeros(len(slots), dtype=np.int64)  # per local slot: examples drawn so far
         self.pids = data.example_puzzle_ids()
         self._epochs: dict[int, np.ndarray] = {}
@@ -124,7 +127,8 @@ class SlotStream:
                 rng = np.random.default_rng([self.seed, 0xA116, slot, k])
                 if self.augment is not None:
                     x, y = self.augment(x, y, rng)
-                x = reveal_givens(x, y, reveal, rng)
+                fraction = min(1.0, rng.uniform(0.0, 2.0 * reveal)) if self.reveal_uniform and reveal > 0 else reveal
+                x = reveal_givens(x, y, fraction, rng)
             inputs[i], labels[i], pids[i] = x, y, self.pids[ex]
             self.draws[i] += 1
         self._forget_old_epochs()

@@ -107,7 +107,8 @@ class Trainer:
         # 8. the slot pool and its data stream
         slots = range(info.rank * self.local_batch, (info.rank + 1) * self.local_batch)
         self.stream = SlotStream(self.train_data, run.global_batch_size, slots, run.seed,
-                                 augment=augment_for(cfg.model.task) if cfg.data.augment else None)
+                                 augment=augment_for(cfg.model.task) if cfg.data.augment else None,
+                                 reveal_uniform=cfg.data.reveal_uniform)
         self.carry = self.model.empty_carry(self.local_batch)
         self.labels = torch.full((self.local_batch, cfg.model.seq_len), IGNORE_LABEL, dtype=torch.long,
                                  device=self.device)
