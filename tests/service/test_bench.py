@@ -201,3 +201,29 @@ def test_gpu_check_peak_table_matches_device_names():
     assert bench.peak_tflops("NVIDIA GeForce RTX 4090") == 165.2
     assert bench.peak_tflops("Tesla T4") == 8.1
     assert bench.peak_tflops("Some Future GPU") is None
+
+
+def test_train_compute_counts_the_figures_the_sudoku_card_quotes(shared):
+    """The card's compute paragraph (24.8 GFLOP a bundled step, 7,364x for the paper run) rests on two
+    facts this checks: a step's matmul FLOPs are linear in the batch (the bench counts at a small batch
+    and scales), and the counts for the bundled config and the paper's sudoku-mlp are the quoted ones."""
+    bench = _load("train_compute")
+    from training.config import TrainConfig, load_config
+    from trm_core.checkpoint import read_metadata
+
+    data = str(shared / "data" / "sudoku" / "forum_hardest_1905_11plus_train_1k.csv")
+    meta = read_metadata(bench.BUNDLED)
+    bundled = TrainConfig.model_validate(meta["train_config"])
+    at4, params = bench.flops_per_step(bundled, 4, data)
+    at8, _ = bench.flops_per_step(bundled, 8, data)
+    assert at4 == pytest.approx(at8, rel=1e-9)  # both already scaled to the config's batch of 64
+    assert params == 225_794
+    assert at8 == pytest.approx(24.8e9, rel=0.005)
+
+    paper = load_config("sudoku-mlp")
+    paper_flops, paper_params = bench.flops_per_step(paper, 1, data)
+    assert paper_params == 5_028_866
+    paper_steps = int(paper.run.epochs * bench.PAPER_GROUPS / paper.run.global_batch_size)
+    assert paper_steps == 65_104
+    ratio = paper_flops * paper_steps / (at8 * int(meta["train"]["steps"]))
+    assert ratio == pytest.approx(7_364, rel=0.001)
