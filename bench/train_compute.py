@@ -62,6 +62,12 @@ def trainer_for(cfg: TrainConfig, batch: int, run_dir: str, data: str) -> Traine
     return Trainer(cfg, DistInfo())
 
 
+def paper_steps(cfg: TrainConfig) -> int:
+    """The paper run's optimizer steps as the trainer counts an epoch budget (one example per group per
+    epoch), for the paper's 1,000 groups; its built data set is not needed to count them."""
+    return int(cfg.run.epochs * PAPER_GROUPS / cfg.run.global_batch_size)
+
+
 def flops_per_step(cfg: TrainConfig, count_batch: int, data: str) -> tuple[float, int]:
     """Matmul FLOPs of one optimizer step at the config's batch, from a count at `count_batch`."""
     with tempfile.TemporaryDirectory() as d:
@@ -102,12 +108,11 @@ def main() -> None:
     wide = TrainConfig.model_validate(
         {**bundled.to_dict(), "model": {**bundled.model.to_dict(), "hidden_size": 128, "puzzle_emb_ndim": 128}})
     paper = load_config("sudoku-mlp")
-    paper_steps = int(paper.run.epochs * PAPER_GROUPS / paper.run.global_batch_size)  # as the trainer counts
 
     out: dict[str, Any] = {"threads": args.threads, "load_avg_1m_start": round(os.getloadavg()[0], 2)}
     rows: dict[str, dict[str, Any]] = {}
     for name, cfg, steps in (("bundled", bundled, int(train["steps"])), ("hidden128", wide, None),
-                             ("paper", paper, paper_steps)):
+                             ("paper", paper, paper_steps(paper))):
         log(f"{name}: counting one step")
         flops, params = flops_per_step(cfg, min(8, cfg.run.global_batch_size), args.data)
         row = {"params": params, "global_batch": cfg.run.global_batch_size, "flops_per_step": flops}

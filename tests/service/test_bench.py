@@ -223,7 +223,7 @@ def test_train_compute_counts_the_figures_the_sudoku_card_quotes(shared):
     paper = load_config("sudoku-mlp")
     paper_flops, paper_params = bench.flops_per_step(paper, 1, data)
     assert paper_params == 5_028_866
-    paper_steps = int(paper.run.epochs * bench.PAPER_GROUPS / paper.run.global_batch_size)
+    paper_steps = bench.paper_steps(paper)
     assert paper_steps == 65_104
     ratio = paper_flops * paper_steps / (at8 * int(meta["train"]["steps"]))
     assert ratio == pytest.approx(7_364, rel=0.001)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from tests.conftest import DATA, require_shared
@@ -11,9 +13,14 @@ from training.stream import SlotStream
 SUDOKU_CSV = DATA / "sudoku" / "forum_hardest_1905_11plus_train_1k.csv"
 
 
+@cache
+def _puzzles():
+    return load_examples(require_shared(SUDOKU_CSV), limit=400)
+
+
 def _revealed_fractions(uniform: bool, reveal: float) -> np.ndarray:
     """Per drawn puzzle: the share of its blanks that came filled in."""
-    data = load_examples(require_shared(SUDOKU_CSV), limit=400)
+    data = _puzzles()
     rows = np.ones(400, bool)
     posted, _, _ = SlotStream(data, 400, range(400), seed=0).draw(rows, reveal=0.0)  # same puzzles, same order
     x, y, _ = SlotStream(data, 400, range(400), seed=0, reveal_uniform=uniform).draw(rows, reveal=reveal)
